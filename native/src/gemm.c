@@ -1,0 +1,595 @@
+// Matrix products: kernel path selection, packing, cache blocking, threads, and the portable C
+// kernels. The per-ISA micro-kernels live in gemm_avx2.c and gemm_avx512.c.
+//
+// The blocked product follows the GotoBLAS/BLIS loop nest. For each block of NC columns and KC
+// depth, B is packed into panels of nr columns. For each block of MC rows, A is packed into
+// panels of mr rows. The micro-kernel then computes one mr x nr tile of C from one A panel and
+// one B panel, and keeps the tile in registers for the whole depth.
+#include "gemm.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+// Minimum floating-point operations per thread before a product uses another thread, because
+// starting an OpenMP region costs a few microseconds. An estimate, not a tuned value.
+#define MIN_FLOPS_PER_THREAD 2.0e6
+
+// ----------------------------------------------------------------------------
+// portable C kernels (plain loops with constant bounds that gcc -O3 vectorizes)
+
+#define PORTABLE_MR 4
+#define PORTABLE_NR 8
+
+static void micro_portable(int m, int n, int kc, const float *restrict a, const float *restrict b,
+                           int b_stride, float *restrict c, int ldc, int accumulate)
+{
+    float acc[PORTABLE_MR][PORTABLE_NR] = {{0.0f}};
+    for (int k = 0; k < kc; k++) {
+        const float *bk = b + (size_t)k * b_stride;
+        for (int i = 0; i < PORTABLE_MR; i++) {
+            float aik = a[k * PORTABLE_MR + i];
+            for (int j = 0; j < PORTABLE_NR; j++) {
+                acc[i][j] += aik * bk[j];
+            }
+        }
+    }
+    for (int i = 0; i < m; i++) {
+        float *ci = c + (size_t)i * ldc;
+        for (int j = 0; j < n; j++) {
+            ci[j] = accumulate ? ci[j] + acc[i][j] : acc[i][j];
+        }
+    }
+}
+
+static void gemv_n_portable(int N, int K, const float *restrict x, int incx,
+                            const float *restrict B, int ldb, float *restrict y, int accumulate)
+{
+    enum { CHUNK = 64 };
+    for (int j0 = 0; j0 < N; j0 += CHUNK) {
+        int nb = N - j0 < CHUNK ? N - j0 : CHUNK;
+        float acc[CHUNK] = {0.0f};
+        for (int k = 0; k < K; k++) {
+            float xk = x[(size_t)k * incx];
+            const float *bk = B + (size_t)k * ldb + j0;
+            for (int j = 0; j < nb; j++) {
+                acc[j] += xk * bk[j];
+            }
+        }
+        for (int j = 0; j < nb; j++) {
+            y[j0 + j] = accumulate ? y[j0 + j] + acc[j] : acc[j];
+        }
+    }
+}
+
+static void gemv_t_portable(int N, int K, const float *restrict x, const float *restrict B,
+                            int ldb, float *restrict y, int accumulate)
+{
+    enum { LANES = 8 };
+    for (int n = 0; n < N; n++) {
+        const float *bn = B + (size_t)n * ldb;
+        float part[LANES] = {0.0f};
+        int k = 0;
+        for (; k + LANES <= K; k += LANES) {
+            for (int j = 0; j < LANES; j++) {
+                part[j] += x[k + j] * bn[k + j];
+            }
+        }
+        for (int j = 0; k + j < K; j++) {
+            part[j] += x[k + j] * bn[k + j];
+        }
+        float sum = 0.0f;
+        for (int j = 0; j < LANES; j++) {
+            sum += part[j];
+        }
+        y[n] = accumulate ? y[n] + sum : sum;
+    }
+}
+
+static void gemv_packed_portable(int N, int K, const float *restrict x,
+                                 const float *restrict packed, float *restrict y, int accumulate)
+{
+    for (int j0 = 0; j0 < N; j0 += CHARLSTM_PACK_NR) {
+        const float *panel = packed + (size_t)j0 * K;
+        int nb = N - j0 < CHARLSTM_PACK_NR ? N - j0 : CHARLSTM_PACK_NR;
+        float acc[CHARLSTM_PACK_NR] = {0.0f};
+        for (int k = 0; k < K; k++) {
+            float xk = x[k];
+            for (int j = 0; j < CHARLSTM_PACK_NR; j++) {
+                acc[j] += xk * panel[(size_t)k * CHARLSTM_PACK_NR + j];
+            }
+        }
+        for (int j = 0; j < nb; j++) {
+            y[j0 + j] = accumulate ? y[j0 + j] + acc[j] : acc[j];
+        }
+    }
+}
+
+const charlstm_gemm_path charlstm_gemm_path_portable = {
+    .name = "portable",
+    .mr = PORTABLE_MR,
+    .nr = PORTABLE_NR,
+    .kc = 256,
+    .mc = 128,
+    .nc = 2048,
+    .micro = micro_portable,
+    .gemv_n = gemv_n_portable,
+    .gemv_t = gemv_t_portable,
+    .gemv_packed = gemv_packed_portable,
+};
+
+// ----------------------------------------------------------------------------
+// kernel path selection
+
+static const charlstm_gemm_path *current_path;
+static int max_threads;
+
+static int path_supported(const charlstm_gemm_path *path)
+{
+    if (path == &charlstm_gemm_path_portable) {
+        return 1;
+    }
+#ifdef CHARLSTM_GEMM_X86
+    __builtin_cpu_init();
+    if (path == &charlstm_gemm_path_avx2) {
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    if (path == &charlstm_gemm_path_avx512) {
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma");
+    }
+#endif
+    return 0;
+}
+
+// Returns the path with this name, or NULL if there is none in this build.
+static const charlstm_gemm_path *find_path(const char *name)
+{
+    static const charlstm_gemm_path *const all_paths[] = {
+#ifdef CHARLSTM_GEMM_X86
+        &charlstm_gemm_path_avx512,
+        &charlstm_gemm_path_avx2,
+#endif
+        &charlstm_gemm_path_portable,
+    };
+    for (size_t i = 0; i < sizeof(all_paths) / sizeof(all_paths[0]); i++) {
+        if (name == NULL && path_supported(all_paths[i])) {
+            return all_paths[i]; // the first supported path is the fastest
+        }
+        if (name != NULL && strcmp(name, all_paths[i]->name) == 0) {
+            return all_paths[i];
+        }
+    }
+    return NULL;
+}
+
+void charlstm_kernels_init(void)
+{
+    if (current_path != NULL) {
+        return;
+    }
+    const char *requested = getenv("CHARLSTM_KERNEL");
+    const charlstm_gemm_path *path = requested ? find_path(requested) : NULL;
+    if (path == NULL || !path_supported(path)) {
+        path = find_path(NULL);
+    }
+    current_path = path;
+}
+
+const char *charlstm_kernels_name(void)
+{
+    charlstm_kernels_init();
+    return current_path->name;
+}
+
+int charlstm_kernels_force(const char *name)
+{
+    charlstm_kernels_init();
+    const charlstm_gemm_path *path = name ? find_path(name) : NULL;
+    if (path == NULL || !path_supported(path)) {
+        return -1;
+    }
+    current_path = path;
+    return 0;
+}
+
+void charlstm_set_num_threads(int n)
+{
+    max_threads = n;
+}
+
+int charlstm_get_num_threads(void)
+{
+#ifdef _OPENMP
+    return max_threads > 0 ? max_threads : omp_get_num_procs();
+#else
+    return 1;
+#endif
+}
+
+// ----------------------------------------------------------------------------
+// packing
+
+// One product as the drivers see it. A_op(i,k) is A(i,k), or A(k,i) when trans_a; B_op(k,j) is
+// B(k,j), or B(j,k) when trans_b. With packed_b set, B is ignored and B_op is read from the
+// pre-packed layout, whose panels are packed_k rows deep.
+typedef struct {
+    int trans_a, trans_b;
+    const float *A;
+    int lda;
+    const float *B;
+    int ldb;
+    const float *packed_b;
+    int packed_k;
+    float *C;
+    int ldc;
+    int accumulate;
+} gemm_problem;
+
+// Packs A_op(0:m, 0:kc) into panels of mr rows, each kc groups of mr floats, zero-padded.
+static void pack_a(int trans_a, int m, int kc, const float *A, int lda, int mr, float *dst)
+{
+    for (int i0 = 0; i0 < m; i0 += mr) {
+        int rows = m - i0 < mr ? m - i0 : mr;
+        float *panel = dst + (size_t)i0 * kc;
+        if (trans_a) {
+            for (int k = 0; k < kc; k++) {
+                const float *src = A + (size_t)k * lda + i0;
+                for (int i = 0; i < rows; i++) {
+                    panel[k * mr + i] = src[i];
+                }
+                for (int i = rows; i < mr; i++) {
+                    panel[k * mr + i] = 0.0f;
+                }
+            }
+        } else {
+            for (int i = 0; i < rows; i++) {
+                const float *src = A + (size_t)(i0 + i) * lda;
+                for (int k = 0; k < kc; k++) {
+                    panel[k * mr + i] = src[k];
+                }
+            }
+            for (int i = rows; i < mr; i++) {
+                for (int k = 0; k < kc; k++) {
+                    panel[k * mr + i] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
+// Packs B_op(0:kc, 0:n) into panels of nr columns, each kc rows of nr floats, zero-padded.
+static void pack_b(int trans_b, int kc, int n, const float *B, int ldb, int nr, float *dst)
+{
+    for (int j0 = 0; j0 < n; j0 += nr) {
+        int cols = n - j0 < nr ? n - j0 : nr;
+        float *panel = dst + (size_t)j0 * kc;
+        if (trans_b) {
+            for (int k = 0; k < kc; k++) {
+                for (int j = cols; j < nr; j++) {
+                    panel[(size_t)k * nr + j] = 0.0f;
+                }
+            }
+            for (int j = 0; j < cols; j++) {
+                const float *src = B + (size_t)(j0 + j) * ldb;
+                for (int k = 0; k < kc; k++) {
+                    panel[(size_t)k * nr + j] = src[k];
+                }
+            }
+        } else {
+            for (int k = 0; k < kc; k++) {
+                const float *src = B + (size_t)k * ldb + j0;
+                float *row = panel + (size_t)k * nr;
+                memcpy(row, src, (size_t)cols * sizeof(float));
+                for (int j = cols; j < nr; j++) {
+                    row[j] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
+size_t charlstm_gemm_pack_b_size(int K, int N)
+{
+    if (K <= 0 || N <= 0) {
+        return 0;
+    }
+    size_t panels = ((size_t)N + CHARLSTM_PACK_NR - 1) / CHARLSTM_PACK_NR;
+    return panels * CHARLSTM_PACK_NR * (size_t)K * sizeof(float);
+}
+
+void charlstm_gemm_pack_b(int K, int N, const float *B, int ldb, float *packed)
+{
+    if (K > 0 && N > 0) {
+        pack_b(0, K, N, B, ldb, CHARLSTM_PACK_NR, packed);
+    }
+}
+
+size_t charlstm_gemm_pack_bt_size(int K, int N)
+{
+    return charlstm_gemm_pack_b_size(K, N);
+}
+
+void charlstm_gemm_pack_bt(int K, int N, const float *B, int ldb, float *packed)
+{
+    if (K > 0 && N > 0) {
+        pack_b(1, K, N, B, ldb, CHARLSTM_PACK_NR, packed);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// blocked product on one block of C, run by one thread
+
+static _Thread_local float *pack_buffer;
+static _Thread_local size_t pack_buffer_floats;
+
+// Returns a thread-local buffer of at least `floats` floats, or NULL if allocation fails.
+static float *get_pack_buffer(size_t floats)
+{
+    if (floats <= pack_buffer_floats) {
+        return pack_buffer;
+    }
+    size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+    float *grown = aligned_alloc(64, bytes);
+    if (grown == NULL) {
+        return NULL;
+    }
+    free(pack_buffer);
+    pack_buffer = grown;
+    pack_buffer_floats = bytes / sizeof(float);
+    return pack_buffer;
+}
+
+static int round_up(int x, int multiple)
+{
+    return (x + multiple - 1) / multiple * multiple;
+}
+
+// Splits `total` into the fewest blocks of at most `max_block`, of equal size rounded up to a
+// multiple of `multiple`, so the last block is not a sliver.
+static int balanced_block(int total, int max_block, int multiple)
+{
+    int blocks = (total + max_block - 1) / max_block;
+    return round_up((total + blocks - 1) / blocks, multiple);
+}
+
+// C(M,N) (+)= A_op B_op one element at a time: the fallback when no packing buffer can be
+// allocated.
+static void gemm_unpacked(const gemm_problem *p, int M, int N, int K)
+{
+    for (int i = 0; i < M; i++) {
+        for (int j = 0; j < N; j++) {
+            float sum = 0.0f;
+            for (int k = 0; k < K; k++) {
+                float a = p->trans_a ? p->A[(size_t)k * p->lda + i] : p->A[(size_t)i * p->lda + k];
+                float b;
+                if (p->packed_b) {
+                    const float *panel = p->packed_b + (size_t)(j / CHARLSTM_PACK_NR) *
+                                                           CHARLSTM_PACK_NR * p->packed_k;
+                    b = panel[(size_t)k * CHARLSTM_PACK_NR + j % CHARLSTM_PACK_NR];
+                } else {
+                    b = p->trans_b ? p->B[(size_t)j * p->ldb + k] : p->B[(size_t)k * p->ldb + j];
+                }
+                sum += a * b;
+            }
+            float *c = p->C + (size_t)i * p->ldc + j;
+            *c = p->accumulate ? *c + sum : sum;
+        }
+    }
+}
+
+// Runs the micro-kernel over one packed A block (mc x kc) and the B panels of nc columns.
+// b_panel(jr) is the first row of the panel holding column jr; b_stride is its row stride.
+static void multiply_block(const charlstm_gemm_path *path, int mc, int nc, int kc,
+                           const float *a_packed, const float *b_base, size_t b_panel_stride,
+                           int b_stride, float *C, int ldc, int accumulate)
+{
+    for (int jr = 0; jr < nc; jr += path->nr) {
+        int n = nc - jr < path->nr ? nc - jr : path->nr;
+        const float *b = b_base + (size_t)(jr / b_stride) * b_panel_stride + jr % b_stride;
+        for (int ir = 0; ir < mc; ir += path->mr) {
+            int m = mc - ir < path->mr ? mc - ir : path->mr;
+            path->micro(m, n, kc, a_packed + (size_t)ir * kc, b, b_stride,
+                        C + (size_t)ir * ldc + jr, ldc, accumulate);
+        }
+    }
+}
+
+static void gemm_blocked(const charlstm_gemm_path *path, const gemm_problem *p, int M, int N,
+                         int K)
+{
+    int mc_max = balanced_block(M, path->mc, path->mr);
+    int kc_max = balanced_block(K, path->kc, 1);
+    int nc_max = p->packed_b ? 0 : balanced_block(N, path->nc, path->nr);
+    size_t a_floats = (size_t)mc_max * kc_max;
+    float *buffer = get_pack_buffer(a_floats + (size_t)kc_max * nc_max);
+    if (buffer == NULL) {
+        gemm_unpacked(p, M, N, K);
+        return;
+    }
+    float *a_packed = buffer;
+    float *b_packed = buffer + a_floats;
+
+    int nc_step = p->packed_b ? N : nc_max;
+    for (int jc = 0; jc < N; jc += nc_step) {
+        int nc = N - jc < nc_step ? N - jc : nc_step;
+        for (int pc = 0; pc < K; pc += kc_max) {
+            int kc = K - pc < kc_max ? K - pc : kc_max;
+            int accumulate = pc == 0 ? p->accumulate : 1;
+
+            // B block: packed here, or a window into the pre-packed panels
+            const float *b_base;
+            size_t b_panel_stride;
+            int b_stride;
+            if (p->packed_b) {
+                b_base = p->packed_b + (size_t)pc * CHARLSTM_PACK_NR;
+                b_panel_stride = (size_t)CHARLSTM_PACK_NR * p->packed_k;
+                b_stride = CHARLSTM_PACK_NR;
+            } else {
+                const float *B = p->trans_b ? p->B + (size_t)jc * p->ldb + pc
+                                            : p->B + (size_t)pc * p->ldb + jc;
+                pack_b(p->trans_b, kc, nc, B, p->ldb, path->nr, b_packed);
+                b_base = b_packed;
+                b_panel_stride = (size_t)path->nr * kc;
+                b_stride = path->nr;
+            }
+
+            for (int ic = 0; ic < M; ic += mc_max) {
+                int mc = M - ic < mc_max ? M - ic : mc_max;
+                const float *A = p->trans_a ? p->A + (size_t)pc * p->lda + ic
+                                            : p->A + (size_t)ic * p->lda + pc;
+                pack_a(p->trans_a, mc, kc, A, p->lda, path->mr, a_packed);
+                multiply_block(path, mc, nc, kc, a_packed, b_base, b_panel_stride, b_stride,
+                               p->C + (size_t)ic * p->ldc + jc, p->ldc, accumulate);
+            }
+        }
+    }
+}
+
+// Computes C(M,N) for a single row of A with the vector-matrix kernels.
+static void gemv(const charlstm_gemm_path *path, const gemm_problem *p, int N, int K)
+{
+    if (p->packed_b) {
+        path->gemv_packed(N, K, p->A, p->packed_b, p->C, p->accumulate);
+    } else if (p->trans_b) {
+        path->gemv_t(N, K, p->A, p->B, p->ldb, p->C, p->accumulate);
+    } else {
+        int incx = p->trans_a ? p->lda : 1;
+        path->gemv_n(N, K, p->A, incx, p->B, p->ldb, p->C, p->accumulate);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// threads: each thread computes a disjoint block of rows or columns of C
+
+// Returns the problem restricted to rows [m0, ...) and columns [n0, ...) of C.
+static gemm_problem sub_problem(const gemm_problem *p, int m0, int n0)
+{
+    gemm_problem s = *p;
+    s.A = p->trans_a ? p->A + m0 : p->A + (size_t)m0 * p->lda;
+    if (p->packed_b) {
+        // n0 is a multiple of CHARLSTM_PACK_NR here, so the block starts at a panel
+        s.packed_b = p->packed_b + (size_t)n0 * p->packed_k;
+    } else {
+        s.B = p->trans_b ? p->B + (size_t)n0 * p->ldb : p->B + n0;
+    }
+    s.C = p->C + (size_t)m0 * p->ldc + n0;
+    return s;
+}
+
+static void compute_block(const charlstm_gemm_path *path, const gemm_problem *p, int M, int N,
+                          int K)
+{
+    if (M == 1) {
+        gemv(path, p, N, K);
+    } else {
+        gemm_blocked(path, p, M, N, K);
+    }
+}
+
+static void run_product(gemm_problem *p, int M, int N, int K)
+{
+    if (M <= 0 || N <= 0) {
+        return;
+    }
+    if (K <= 0) {
+        for (int i = 0; i < M && !p->accumulate; i++) {
+            memset(p->C + (size_t)i * p->ldc, 0, (size_t)N * sizeof(float));
+        }
+        return;
+    }
+    charlstm_kernels_init();
+    const charlstm_gemm_path *path = current_path;
+
+    // split rows when there are enough for every thread, else columns in whole packed panels
+    int row_unit = M == 1 ? 1 : path->mr;
+    int row_units = (M + row_unit - 1) / row_unit;
+    int col_units = (N + CHARLSTM_PACK_NR - 1) / CHARLSTM_PACK_NR;
+    int threads = charlstm_get_num_threads();
+    double flops = 2.0 * M * N * K;
+    if (threads > flops / MIN_FLOPS_PER_THREAD) {
+        threads = (int)(flops / MIN_FLOPS_PER_THREAD);
+    }
+    int split_rows = M > 1 && row_units >= 2 * threads && M >= N / 2;
+    int units = split_rows ? row_units : col_units;
+    if (threads > units) {
+        threads = units;
+    }
+    if (threads <= 1) {
+        compute_block(path, p, M, N, K);
+        return;
+    }
+
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num();
+        int count = omp_get_num_threads();
+        int begin = (int)((long long)units * t / count);
+        int end = (int)((long long)units * (t + 1) / count);
+        if (split_rows) {
+            int m0 = begin * row_unit;
+            int m1 = end * row_unit < M ? end * row_unit : M;
+            gemm_problem s = sub_problem(p, m0, 0);
+            if (m1 > m0) {
+                compute_block(path, &s, m1 - m0, N, K);
+            }
+        } else {
+            int n0 = begin * CHARLSTM_PACK_NR;
+            int n1 = end * CHARLSTM_PACK_NR < N ? end * CHARLSTM_PACK_NR : N;
+            gemm_problem s = sub_problem(p, 0, n0);
+            if (n1 > n0) {
+                compute_block(path, &s, M, n1 - n0, K);
+            }
+        }
+    }
+#else
+    compute_block(path, p, M, N, K);
+#endif
+}
+
+// ----------------------------------------------------------------------------
+// public entry points
+
+void charlstm_gemm_nn(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                      float *C, int ldc, int accumulate)
+{
+    gemm_problem p = {.A = A, .lda = lda, .B = B, .ldb = ldb, .C = C, .ldc = ldc,
+                      .accumulate = accumulate};
+    run_product(&p, M, N, K);
+}
+
+void charlstm_gemm_nt(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                      float *C, int ldc, int accumulate)
+{
+    gemm_problem p = {.trans_b = 1, .A = A, .lda = lda, .B = B, .ldb = ldb, .C = C, .ldc = ldc,
+                      .accumulate = accumulate};
+    run_product(&p, M, N, K);
+}
+
+void charlstm_gemm_tn(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                      float *C, int ldc, int accumulate)
+{
+    gemm_problem p = {.trans_a = 1, .A = A, .lda = lda, .B = B, .ldb = ldb, .C = C, .ldc = ldc,
+                      .accumulate = accumulate};
+    run_product(&p, M, N, K);
+}
+
+void charlstm_gemm_nn_packed(int M, int N, int K, const float *A, int lda, const float *packed,
+                             float *C, int ldc, int accumulate)
+{
+    gemm_problem p = {.A = A, .lda = lda, .packed_b = packed, .packed_k = K, .C = C, .ldc = ldc,
+                      .accumulate = accumulate};
+    run_product(&p, M, N, K);
+}
+
+void charlstm_gemm_nt_packed(int M, int N, int K, const float *A, int lda, const float *packed,
+                             float *C, int ldc, int accumulate)
+{
+    // pack_bt produced the layout of B^T, so this is the nn product on it
+    charlstm_gemm_nn_packed(M, N, K, A, lda, packed, C, ldc, accumulate);
+}
