@@ -26,6 +26,8 @@
 
 #include <stddef.h>
 
+#include "charlstm.h" // exports charlstm_set_num_threads and charlstm_get_num_threads
+
 // ----------------------------------------------------------------------------
 // products
 

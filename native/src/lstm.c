@@ -1,0 +1,249 @@
+/* Multi-layer LSTM forward and full backpropagation through time.
+ *
+ * Per layer, forward does the input-to-gates product for all T steps in one
+ * matrix product, then the recurrence does only h_{t-1} @ w_hh per step.
+ * Backward runs the recurrence in reverse, then forms the weight gradients
+ * as one product over the whole sequence. */
+#include <math.h>
+#include <string.h>
+
+#include "gemm.h"
+#include "lstm.h"
+
+int lstm_buffers_alloc(lstm_buffers *buf, const charlstm_model_config *mc, int B, int T,
+                       int with_dropout) {
+    memset(buf, 0, sizeof *buf);
+    buf->B = B;
+    buf->T = T;
+    size_t H = (size_t)mc->n_hidden, V = (size_t)mc->n_vocab, TB = (size_t)T * B;
+    buf->inputs = (int32_t *)alloc_floats(TB);
+    buf->targets = (int32_t *)alloc_floats(TB);
+    int ok = buf->inputs && buf->targets;
+    for (int l = 0; l < mc->n_layers && ok; l++) {
+        buf->gates[l] = alloc_floats(TB * 4 * H);
+        buf->h[l] = alloc_floats((TB + B) * H);
+        buf->c[l] = alloc_floats((TB + B) * H);
+        buf->tanh_c[l] = alloc_floats(TB * H);
+        ok = buf->gates[l] && buf->h[l] && buf->c[l] && buf->tanh_c[l];
+        if (ok && with_dropout) {
+            buf->mask[l] = alloc_floats(TB * H);
+            buf->dropped[l] = alloc_floats(TB * H);
+            ok = buf->mask[l] && buf->dropped[l];
+        }
+    }
+    if (!ok) return 0;
+    buf->logits = alloc_floats(TB * V);
+    buf->dout = alloc_floats(TB * H);
+    buf->dpre = alloc_floats(TB * 4 * H);
+    buf->dh_rec = alloc_floats((size_t)B * H);
+    buf->dc = alloc_floats((size_t)B * H);
+    return buf->logits && buf->dout && buf->dpre && buf->dh_rec && buf->dc;
+}
+
+void lstm_buffers_free(lstm_buffers *buf) {
+    free_floats((float *)buf->inputs);
+    free_floats((float *)buf->targets);
+    for (int l = 0; l < CHARLSTM_MAX_LAYERS; l++) {
+        free_floats(buf->gates[l]);
+        free_floats(buf->h[l]);
+        free_floats(buf->c[l]);
+        free_floats(buf->tanh_c[l]);
+        free_floats(buf->mask[l]);
+        free_floats(buf->dropped[l]);
+    }
+    free_floats(buf->logits);
+    free_floats(buf->dout);
+    free_floats(buf->dpre);
+    free_floats(buf->dh_rec);
+    free_floats(buf->dc);
+    memset(buf, 0, sizeof *buf);
+}
+
+/* Returns the (T*B, H) tensor that layer l passes upward. */
+static const float *layer_output(const lstm_buffers *buf, int l, int H) {
+    if (buf->dropped[l]) return buf->dropped[l];
+    return buf->h[l] + (size_t)buf->B * H;
+}
+
+// ----------------------------------------------------------------------------
+// forward
+
+/* Gate pre-activations of all T steps before the recurrence: a row gather
+ * from w_ih for the one-hot layer 0, one matrix product for upper layers. */
+static void input_gates(const lstm_buffers *buf, int l, int H, const lstm_weights *w,
+                        const float *x) {
+    size_t TB = (size_t)buf->T * buf->B, G = 4 * (size_t)H;
+    float *pre = buf->gates[l];
+    if (l == 0) {
+        for (size_t r = 0; r < TB; r++) {
+            const float *row = w->w_ih[0] + (size_t)buf->inputs[r] * G;
+            for (size_t j = 0; j < G; j++) pre[r * G + j] = row[j] + w->bias[0][j];
+        }
+        return;
+    }
+    charlstm_gemm_nn((int)TB, (int)G, H, x, H, w->w_ih[l], (int)G, pre, (int)G, 0);
+    for (size_t r = 0; r < TB; r++)
+        for (size_t j = 0; j < G; j++) pre[r * G + j] += w->bias[l][j];
+}
+
+static void apply_dropout(lstm_buffers *buf, int l, int H, float p, rng_state *rng) {
+    size_t n = (size_t)buf->T * buf->B * H;
+    const float *h = buf->h[l] + (size_t)buf->B * H;
+    float keep_scale = 1.0f / (1.0f - p);
+    for (size_t k = 0; k < n; k++) {
+        buf->mask[l][k] = rng_uniform(rng) < p ? 0.0f : keep_scale;
+        buf->dropped[l][k] = h[k] * buf->mask[l][k];
+    }
+}
+
+/* Softmax cross-entropy of each (T*B) row. Leaves probabilities in place
+ * when `keep_probs`, and returns the summed loss. */
+static double softmax_loss(lstm_buffers *buf, int V, int keep_probs, int64_t *n_correct) {
+    size_t TB = (size_t)buf->T * buf->B;
+    double total = 0.0;
+    int64_t correct = 0;
+    for (size_t r = 0; r < TB; r++) {
+        float *z = buf->logits + r * V;
+        int best = 0;
+        for (int k = 1; k < V; k++)
+            if (z[k] > z[best]) best = k;
+        float maxv = z[best];
+        double sum = 0.0;
+        for (int k = 0; k < V; k++) sum += exp((double)(z[k] - maxv));
+        int y = buf->targets[r];
+        total += log(sum) - (double)(z[y] - maxv);
+        correct += best == y;
+        if (keep_probs) {
+            float inv = (float)(1.0 / sum);
+            for (int k = 0; k < V; k++) z[k] = expf(z[k] - maxv) * inv;
+        }
+    }
+    if (n_correct) *n_correct = correct;
+    return total;
+}
+
+double lstm_forward(lstm_buffers *buf, const charlstm_model_config *mc, const lstm_weights *w,
+                    const float *h0, const float *c0, float dropout, rng_state *rng,
+                    int for_backward, int64_t *n_correct) {
+    int B = buf->B, T = buf->T, H = mc->n_hidden, V = mc->n_vocab;
+    size_t BH = (size_t)B * H, G = 4 * (size_t)H;
+    int use_dropout = for_backward && dropout > 0.0f && buf->mask[0];
+
+    const float *x = NULL;
+    for (int l = 0; l < mc->n_layers; l++) {
+        memcpy(buf->h[l], h0 + l * BH, BH * sizeof(float));
+        memcpy(buf->c[l], c0 + l * BH, BH * sizeof(float));
+        input_gates(buf, l, H, w, x);
+
+        // recurrence: only h_{t-1} @ w_hh is left inside the time loop
+        for (int t = 0; t < T; t++) {
+            float *pre = buf->gates[l] + (size_t)t * B * G;
+            const float *h_prev = buf->h[l] + (size_t)t * BH;
+            charlstm_gemm_nn(B, (int)G, H, h_prev, H, w->w_hh[l], (int)G, pre, (int)G, 1);
+            lstm_cell_forward(B, H, pre, buf->c[l] + (size_t)t * BH,
+                              buf->c[l] + (size_t)(t + 1) * BH, buf->h[l] + (size_t)(t + 1) * BH,
+                              buf->tanh_c[l] + (size_t)t * BH);
+        }
+        if (use_dropout) apply_dropout(buf, l, H, dropout, rng);
+        x = use_dropout ? buf->dropped[l] : buf->h[l] + BH;
+    }
+
+    // output projection and loss over all T*B positions at once
+    size_t TB = (size_t)T * B;
+    charlstm_gemm_nn((int)TB, V, H, x, H, w->out_w, V, buf->logits, V, 0);
+    for (size_t r = 0; r < TB; r++)
+        for (int k = 0; k < V; k++) buf->logits[r * V + k] += w->out_b[k];
+    return softmax_loss(buf, V, for_backward, n_correct);
+}
+
+void lstm_carry_state(const lstm_buffers *buf, const charlstm_model_config *mc, float *h,
+                      float *c) {
+    size_t BH = (size_t)buf->B * mc->n_hidden;
+    for (int l = 0; l < mc->n_layers; l++) {
+        memcpy(h + l * BH, buf->h[l] + (size_t)buf->T * BH, BH * sizeof(float));
+        memcpy(c + l * BH, buf->c[l] + (size_t)buf->T * BH, BH * sizeof(float));
+    }
+}
+
+// ----------------------------------------------------------------------------
+// backward
+
+/* d(mean loss)/dlogits = (softmax - onehot) / (T*B), in place. */
+static void softmax_loss_backward(lstm_buffers *buf, int V) {
+    size_t TB = (size_t)buf->T * buf->B;
+    float scale = 1.0f / (float)TB;
+    for (size_t r = 0; r < TB; r++) {
+        float *p = buf->logits + r * V;
+        p[buf->targets[r]] -= 1.0f;
+        for (int k = 0; k < V; k++) p[k] *= scale;
+    }
+}
+
+static void add_column_sums(const float *m, size_t rows, size_t cols, float *out) {
+    for (size_t r = 0; r < rows; r++)
+        for (size_t j = 0; j < cols; j++) out[j] += m[r * cols + j];
+}
+
+/* Layer 0 reads w_ih by row gather, so its gradient is a scatter-add of the
+ * dpre rows into the rows of the input tokens. */
+static void scatter_input_grad(const lstm_buffers *buf, size_t G, float *dw_ih) {
+    size_t TB = (size_t)buf->T * buf->B;
+    for (size_t r = 0; r < TB; r++) {
+        float *row = dw_ih + (size_t)buf->inputs[r] * G;
+        const float *d = buf->dpre + r * G;
+        for (size_t j = 0; j < G; j++) row[j] += d[j];
+    }
+}
+
+/* Reverse recurrence of layer l: consumes buf->dout (gradient of the layer's
+ * output h_1..h_T) and fills buf->dpre; leaves dL/dh0, dL/dc0 in the outputs. */
+static void layer_backward_time(lstm_buffers *buf, int l, int H, const lstm_weights *w,
+                                float *dh0, float *dc0) {
+    int B = buf->B, T = buf->T;
+    size_t BH = (size_t)B * H, G = 4 * (size_t)H;
+    memset(buf->dh_rec, 0, BH * sizeof(float));
+    memset(buf->dc, 0, BH * sizeof(float));
+    for (int t = T - 1; t >= 0; t--) {
+        float *dpre = buf->dpre + (size_t)t * B * G;
+        lstm_cell_backward(B, H, buf->gates[l] + (size_t)t * B * G, buf->c[l] + (size_t)t * BH,
+                           buf->tanh_c[l] + (size_t)t * BH, buf->dout + (size_t)t * BH,
+                           buf->dh_rec, buf->dc, dpre);
+        // dh_{t-1} = dpre_t @ w_hh^T
+        charlstm_gemm_nt(B, H, (int)G, dpre, (int)G, w->w_hh[l], (int)G, buf->dh_rec, H, 0);
+    }
+    memcpy(dh0, buf->dh_rec, BH * sizeof(float));
+    memcpy(dc0, buf->dc, BH * sizeof(float));
+}
+
+void lstm_backward(lstm_buffers *buf, const charlstm_model_config *mc, const lstm_weights *w,
+                   const lstm_weights *dw, float *dh0, float *dc0) {
+    int B = buf->B, T = buf->T, H = mc->n_hidden, V = mc->n_vocab, L = mc->n_layers;
+    size_t TB = (size_t)T * B, BH = (size_t)B * H, G = 4 * (size_t)H;
+
+    // output projection: logits = y @ out_w + out_b
+    softmax_loss_backward(buf, V);
+    const float *y = layer_output(buf, L - 1, H);
+    charlstm_gemm_tn(H, V, (int)TB, y, H, buf->logits, V, dw->out_w, V, 1);
+    add_column_sums(buf->logits, TB, (size_t)V, dw->out_b);
+    charlstm_gemm_nt((int)TB, H, V, buf->logits, V, w->out_w, V, buf->dout, H, 0);
+
+    for (int l = L - 1; l >= 0; l--) {
+        // through dropout: the output was h * mask
+        if (buf->mask[l])
+            for (size_t k = 0; k < TB * H; k++) buf->dout[k] *= buf->mask[l][k];
+        layer_backward_time(buf, l, H, w, dh0 + l * BH, dc0 + l * BH);
+
+        // weight gradients as one product over all T steps
+        charlstm_gemm_tn(H, (int)G, (int)TB, buf->h[l], H, buf->dpre, (int)G, dw->w_hh[l],
+                         (int)G, 1);
+        add_column_sums(buf->dpre, TB, G, dw->bias[l]);
+        if (l == 0) {
+            scatter_input_grad(buf, G, dw->w_ih[0]);
+            break;
+        }
+        const float *x = layer_output(buf, l - 1, H);
+        charlstm_gemm_tn(H, (int)G, (int)TB, x, H, buf->dpre, (int)G, dw->w_ih[l], (int)G, 1);
+        charlstm_gemm_nt((int)TB, H, (int)G, buf->dpre, (int)G, w->w_ih[l], (int)G, buf->dout,
+                         H, 0);
+    }
+}

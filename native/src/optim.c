@@ -1,0 +1,61 @@
+/* Gradient clipping and the SGD and Adam updates over flat buffers. */
+#include <math.h>
+
+#include "internal.h"
+
+double grad_global_norm(const float *g, size_t n) {
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++) sum += (double)g[i] * (double)g[i];
+    return sqrt(sum);
+}
+
+void grad_scale(float *g, size_t n, float scale) {
+    for (size_t i = 0; i < n; i++) g[i] *= scale;
+}
+
+void grad_clamp(float *g, size_t n, float limit) {
+    for (size_t i = 0; i < n; i++) {
+        if (g[i] > limit) g[i] = limit;
+        else if (g[i] < -limit) g[i] = -limit;
+    }
+}
+
+/* PyTorch's SGD convention: v = mu*v + (g + wd*p); p -= lr*v. */
+static void sgd_update(const charlstm_train_config *cfg, float lr, float *m, float *p,
+                       const float *g, size_t n) {
+    float mu = cfg->momentum, wd = cfg->weight_decay;
+    for (size_t i = 0; i < n; i++) {
+        float d = g[i] + wd * p[i];
+        if (mu > 0.0f) {
+            m[i] = mu * m[i] + d;
+            d = m[i];
+        }
+        p[i] -= lr * d;
+    }
+}
+
+/* Adam with bias correction; weight decay is decoupled as in AdamW:
+ * p -= lr * (m_hat / (sqrt(v_hat) + eps) + wd * p). */
+static void adam_update(const charlstm_train_config *cfg, float lr, int64_t step, float *m,
+                        float *v, float *p, const float *g, size_t n) {
+    float b1 = cfg->beta1, b2 = cfg->beta2, eps = cfg->eps, wd = cfg->weight_decay;
+    float c1 = (float)(1.0 - pow((double)b1, (double)step));
+    float c2 = (float)(1.0 - pow((double)b2, (double)step));
+    float step_size = lr / c1;
+    float inv_sqrt_c2 = 1.0f / sqrtf(c2);
+    for (size_t i = 0; i < n; i++) {
+        m[i] = b1 * m[i] + (1.0f - b1) * g[i];
+        v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+        float denom = sqrtf(v[i]) * inv_sqrt_c2 + eps;
+        p[i] -= step_size * m[i] / denom + lr * wd * p[i];
+    }
+}
+
+void optim_update(const charlstm_train_config *cfg, float lr, optim_state *st, float *p,
+                  const float *g, size_t n) {
+    st->step++;
+    if (cfg->optimizer == CHARLSTM_OPTIMIZER_ADAM)
+        adam_update(cfg, lr, st->step, st->m, st->v, p, g, n);
+    else
+        sgd_update(cfg, lr, st->m, p, g, n);
+}
