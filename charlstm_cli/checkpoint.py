@@ -55,7 +55,7 @@ class Tensor(NamedTuple):
 
 
 class CheckpointError(UserError):
-    """A checkpoint file that cannot be read or written; the message names it."""
+    """A checkpoint file that cannot be read or written. The message names the file."""
 
     def __init__(self, path: Path | str, message: str, hint: str | None = None):
         super().__init__(message, hint)
@@ -142,7 +142,7 @@ def _validate_tensors(tensors: dict[str, Tensor]) -> list[tuple[str, Tensor]]:
         dtype, shape, data = tensor
         if dtype not in DTYPE_SIZES:
             raise ValueError(
-                f"tensor {name!r} has dtype {dtype!r}; expected one of {sorted(DTYPE_SIZES)}"
+                f"tensor {name!r} has dtype {dtype!r}, expected one of {sorted(DTYPE_SIZES)}"
             )
         shape = tuple(shape)
         if not all(
@@ -215,7 +215,7 @@ def _fsync_folder(folder: Path) -> None:
     try:
         os.fsync(fd)
     except OSError as exc:
-        # Some file systems cannot fsync a folder; the data itself is already synced.
+        # Some file systems cannot fsync a folder, but the file data is already synced.
         if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
             raise
     finally:
@@ -250,11 +250,11 @@ def _write_error(path: Path, exc: OSError) -> CheckpointError:
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Read and validate a checkpoint; return its tensors and metadata.
+    """Read and validate a checkpoint, returning its tensors and metadata.
 
     Tensors come back in file order with `bytes` data. Metadata values are
     JSON-decoded, except the RESERVED_KEYS, which are strings. Raises
-    CheckpointError naming the file and the problem; the checks run in the order
+    CheckpointError naming the file and the problem. The checks run in the order
     listed in docs/checkpoint-format.md.
     """
     path = Path(path)
@@ -450,7 +450,7 @@ def _parse_metadata(path: Path, raw: Any) -> dict[str, Any]:
 def _parse_entries(
     path: Path, header: dict[str, Any], data_size: int
 ) -> dict[str, _TensorEntry]:
-    """Validate each tensor entry; return them ordered by data offset."""
+    """Validate each tensor entry and return the entries ordered by data offset."""
     entries = []
     for name, spec in header.items():
         entry = _parse_entry(path, name, spec)
@@ -516,7 +516,7 @@ def _parse_entry(path: Path, name: str, spec: Any) -> _TensorEntry:
     )
     if dtype not in DTYPE_SIZES:
         raise damaged(
-            f"has unsupported dtype {dtype!r}; expected one of {sorted(DTYPE_SIZES)}"
+            f"has unsupported dtype {dtype!r}, expected one of {sorted(DTYPE_SIZES)}"
         )
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
         raise damaged(f"has invalid shape {shape!r}")
