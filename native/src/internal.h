@@ -63,7 +63,8 @@ void model_weights_view(const charlstm_model *model, float *block, lstm_weights 
 // LSTM cell kernels (cell.c)
 
 /* Turns pre-activations (B, 4H) into activated gates in place and steps the
- * cell: c_next = f*c_prev + i*g, h_next = o*tanh(c_next). */
+ * cell: c_next = f*c_prev + i*g, h_next = o*tanh(c_next). c_prev and c_next
+ * must not overlap. */
 void lstm_cell_forward(int B, int H, float *gates, const float *c_prev, float *c_next,
                        float *h_next, float *tanh_c);
 /* Inverts lstm_cell_forward for one step. dh_out (B,H) is the gradient

@@ -37,7 +37,13 @@ int lstm_buffers_alloc(lstm_buffers *buf, const charlstm_model_config *mc, int B
     buf->dpre = alloc_floats(TB * 4 * H);
     buf->dh_rec = alloc_floats((size_t)B * H);
     buf->dc = alloc_floats((size_t)B * H);
-    return buf->logits && buf->dout && buf->dpre && buf->dh_rec && buf->dc;
+    size_t forward_bytes = charlstm_gemm_pack_b_size((int)H, (int)(4 * H));
+    size_t backward_bytes = charlstm_gemm_pack_bt_size((int)(4 * H), (int)H);
+    size_t packed_bytes = forward_bytes > backward_bytes ? forward_bytes : backward_bytes;
+    buf->packed = alloc_floats(packed_bytes / sizeof(float) + 1);
+    buf->row_loss = alloc_floats(TB);
+    return buf->logits && buf->dout && buf->dpre && buf->dh_rec && buf->dc && buf->packed &&
+           buf->row_loss;
 }
 
 void lstm_buffers_free(lstm_buffers *buf) {
@@ -56,7 +62,15 @@ void lstm_buffers_free(lstm_buffers *buf) {
     free_floats(buf->dpre);
     free_floats(buf->dh_rec);
     free_floats(buf->dc);
+    free_floats(buf->packed);
+    free_floats(buf->row_loss);
     memset(buf, 0, sizeof *buf);
+}
+
+/* Returns the thread count for an elementwise pass over n floats: one thread
+ * below about 32k elements, where starting a parallel region costs more. */
+static int threads_for(size_t n) {
+    return n >= 32768 ? charlstm_get_num_threads() : 1;
 }
 
 /* Returns the (T*B, H) tensor that layer l passes upward. */
@@ -74,7 +88,9 @@ static void input_gates(const lstm_buffers *buf, int l, int H, const lstm_weight
                         const float *x) {
     size_t TB = (size_t)buf->T * buf->B, G = 4 * (size_t)H;
     float *pre = buf->gates[l];
+    int threads = threads_for(TB * G);
     if (l == 0) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
         for (size_t r = 0; r < TB; r++) {
             const float *row = w->w_ih[0] + (size_t)buf->inputs[r] * G;
             for (size_t j = 0; j < G; j++) pre[r * G + j] = row[j] + w->bias[0][j];
@@ -82,6 +98,7 @@ static void input_gates(const lstm_buffers *buf, int l, int H, const lstm_weight
         return;
     }
     charlstm_gemm_nn((int)TB, (int)G, H, x, H, w->w_ih[l], (int)G, pre, (int)G, 0);
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (size_t r = 0; r < TB; r++)
         for (size_t j = 0; j < G; j++) pre[r * G + j] += w->bias[l][j];
 }
@@ -100,8 +117,10 @@ static void apply_dropout(lstm_buffers *buf, int l, int H, float p, rng_state *r
  * when `keep_probs`, and returns the summed loss. */
 static double softmax_loss(lstm_buffers *buf, int V, int keep_probs, int64_t *n_correct) {
     size_t TB = (size_t)buf->T * buf->B;
-    double total = 0.0;
     int64_t correct = 0;
+    int threads = threads_for(TB * (size_t)V);
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : correct) \
+    if (threads > 1)
     for (size_t r = 0; r < TB; r++) {
         float *z = buf->logits + r * V;
         int best = 0;
@@ -111,13 +130,16 @@ static double softmax_loss(lstm_buffers *buf, int V, int keep_probs, int64_t *n_
         double sum = 0.0;
         for (int k = 0; k < V; k++) sum += exp((double)(z[k] - maxv));
         int y = buf->targets[r];
-        total += log(sum) - (double)(z[y] - maxv);
+        buf->row_loss[r] = (float)(log(sum) - (double)(z[y] - maxv));
         correct += best == y;
         if (keep_probs) {
             float inv = (float)(1.0 / sum);
             for (int k = 0; k < V; k++) z[k] = expf(z[k] - maxv) * inv;
         }
     }
+    // summed serially so the total does not depend on the thread count
+    double total = 0.0;
+    for (size_t r = 0; r < TB; r++) total += buf->row_loss[r];
     if (n_correct) *n_correct = correct;
     return total;
 }
@@ -135,11 +157,13 @@ double lstm_forward(lstm_buffers *buf, const charlstm_model_config *mc, const ls
         memcpy(buf->c[l], c0 + l * BH, BH * sizeof(float));
         input_gates(buf, l, H, w, x);
 
-        // recurrence: only h_{t-1} @ w_hh is left inside the time loop
+        // recurrence: only h_{t-1} @ w_hh is left inside the time loop, and
+        // w_hh is packed once for all T products
+        charlstm_gemm_pack_b(H, (int)G, w->w_hh[l], (int)G, buf->packed);
         for (int t = 0; t < T; t++) {
             float *pre = buf->gates[l] + (size_t)t * B * G;
             const float *h_prev = buf->h[l] + (size_t)t * BH;
-            charlstm_gemm_nn(B, (int)G, H, h_prev, H, w->w_hh[l], (int)G, pre, (int)G, 1);
+            charlstm_gemm_nn_packed(B, (int)G, H, h_prev, H, buf->packed, pre, (int)G, 1);
             lstm_cell_forward(B, H, pre, buf->c[l] + (size_t)t * BH,
                               buf->c[l] + (size_t)(t + 1) * BH, buf->h[l] + (size_t)(t + 1) * BH,
                               buf->tanh_c[l] + (size_t)t * BH);
@@ -151,6 +175,8 @@ double lstm_forward(lstm_buffers *buf, const charlstm_model_config *mc, const ls
     // output projection and loss over all T*B positions at once
     size_t TB = (size_t)T * B;
     charlstm_gemm_nn((int)TB, V, H, x, H, w->out_w, V, buf->logits, V, 0);
+    int threads = threads_for(TB * (size_t)V);
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (size_t r = 0; r < TB; r++)
         for (int k = 0; k < V; k++) buf->logits[r * V + k] += w->out_b[k];
     return softmax_loss(buf, V, for_backward, n_correct);
@@ -172,6 +198,8 @@ void lstm_carry_state(const lstm_buffers *buf, const charlstm_model_config *mc, 
 static void softmax_loss_backward(lstm_buffers *buf, int V) {
     size_t TB = (size_t)buf->T * buf->B;
     float scale = 1.0f / (float)TB;
+    int threads = threads_for(TB * (size_t)V);
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (size_t r = 0; r < TB; r++) {
         float *p = buf->logits + r * V;
         p[buf->targets[r]] -= 1.0f;
@@ -179,19 +207,39 @@ static void softmax_loss_backward(lstm_buffers *buf, int V) {
     }
 }
 
+/* Columns per chunk when threads split a column-wise pass. */
+#define COLUMN_CHUNK 64
+
+/* out[j] += sum over rows of m[r][j]; threads split the columns, so every sum
+ * runs in row order whatever the thread count. */
 static void add_column_sums(const float *m, size_t rows, size_t cols, float *out) {
-    for (size_t r = 0; r < rows; r++)
-        for (size_t j = 0; j < cols; j++) out[j] += m[r * cols + j];
+    int threads = threads_for(rows * cols);
+    size_t n_chunks = (cols + COLUMN_CHUNK - 1) / COLUMN_CHUNK;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (size_t chunk = 0; chunk < n_chunks; chunk++) {
+        size_t j0 = chunk * COLUMN_CHUNK;
+        size_t j1 = j0 + COLUMN_CHUNK < cols ? j0 + COLUMN_CHUNK : cols;
+        for (size_t r = 0; r < rows; r++)
+            for (size_t j = j0; j < j1; j++) out[j] += m[r * cols + j];
+    }
 }
 
 /* Layer 0 reads w_ih by row gather, so its gradient is a scatter-add of the
- * dpre rows into the rows of the input tokens. */
+ * dpre rows into the rows of the input tokens. Threads split the columns, so
+ * two positions with the same token never race. */
 static void scatter_input_grad(const lstm_buffers *buf, size_t G, float *dw_ih) {
     size_t TB = (size_t)buf->T * buf->B;
-    for (size_t r = 0; r < TB; r++) {
-        float *row = dw_ih + (size_t)buf->inputs[r] * G;
-        const float *d = buf->dpre + r * G;
-        for (size_t j = 0; j < G; j++) row[j] += d[j];
+    int threads = threads_for(TB * G);
+    size_t n_chunks = (G + COLUMN_CHUNK - 1) / COLUMN_CHUNK;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (size_t chunk = 0; chunk < n_chunks; chunk++) {
+        size_t j0 = chunk * COLUMN_CHUNK;
+        size_t j1 = j0 + COLUMN_CHUNK < G ? j0 + COLUMN_CHUNK : G;
+        for (size_t r = 0; r < TB; r++) {
+            float *row = dw_ih + (size_t)buf->inputs[r] * G;
+            const float *d = buf->dpre + r * G;
+            for (size_t j = j0; j < j1; j++) row[j] += d[j];
+        }
     }
 }
 
@@ -203,13 +251,14 @@ static void layer_backward_time(lstm_buffers *buf, int l, int H, const lstm_weig
     size_t BH = (size_t)B * H, G = 4 * (size_t)H;
     memset(buf->dh_rec, 0, BH * sizeof(float));
     memset(buf->dc, 0, BH * sizeof(float));
+    charlstm_gemm_pack_bt((int)G, H, w->w_hh[l], (int)G, buf->packed);
     for (int t = T - 1; t >= 0; t--) {
         float *dpre = buf->dpre + (size_t)t * B * G;
         lstm_cell_backward(B, H, buf->gates[l] + (size_t)t * B * G, buf->c[l] + (size_t)t * BH,
                            buf->tanh_c[l] + (size_t)t * BH, buf->dout + (size_t)t * BH,
                            buf->dh_rec, buf->dc, dpre);
         // dh_{t-1} = dpre_t @ w_hh^T
-        charlstm_gemm_nt(B, H, (int)G, dpre, (int)G, w->w_hh[l], (int)G, buf->dh_rec, H, 0);
+        charlstm_gemm_nt_packed(B, H, (int)G, dpre, (int)G, buf->packed, buf->dh_rec, H, 0);
     }
     memcpy(dh0, buf->dh_rec, BH * sizeof(float));
     memcpy(dc0, buf->dc, BH * sizeof(float));
@@ -229,8 +278,11 @@ void lstm_backward(lstm_buffers *buf, const charlstm_model_config *mc, const lst
 
     for (int l = L - 1; l >= 0; l--) {
         // through dropout: the output was h * mask
-        if (buf->mask[l])
+        if (buf->mask[l]) {
+            int threads = threads_for(TB * H);
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
             for (size_t k = 0; k < TB * H; k++) buf->dout[k] *= buf->mask[l][k];
+        }
         layer_backward_time(buf, l, H, w, dh0 + l * BH, dc0 + l * BH);
 
         // weight gradients as one product over all T steps

@@ -20,6 +20,8 @@ typedef struct lstm_buffers {
     float *dpre;                       /* (T, B, 4H) gradient of gate pre-activations */
     float *dh_rec;                     /* (B, H) gradient from step t+1 */
     float *dc;                         /* (B, H) */
+    float *packed;                     /* w_hh packed for the per-step products */
+    float *row_loss;                   /* (T*B) loss of each position */
 } lstm_buffers;
 
 struct charlstm_trainer {

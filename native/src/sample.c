@@ -12,6 +12,7 @@ struct charlstm_sampler {
     float *h, *c;       /* (L, H) */
     float *gates;       /* (4H) */
     float *tanh_c;      /* (H) scratch */
+    float *c_next;      /* (H) scratch */
     float *logits;      /* (V) */
     float *work;        /* (2V) scratch for charlstm_sample_logits */
     int32_t *work_index;/* (V) */
@@ -34,10 +35,11 @@ charlstm_status charlstm_sampler_init(const charlstm_model *model, uint64_t seed
     s->c = alloc_floats(L * H);
     s->gates = alloc_floats(4 * H);
     s->tanh_c = alloc_floats(H);
+    s->c_next = alloc_floats(H);
     s->logits = alloc_floats(V);
     s->work = alloc_floats(2 * V);
     s->work_index = (int32_t *)alloc_floats(V);
-    if (!s->h || !s->c || !s->gates || !s->tanh_c || !s->logits || !s->work ||
+    if (!s->h || !s->c || !s->gates || !s->tanh_c || !s->c_next || !s->logits || !s->work ||
         !s->work_index) {
         charlstm_sampler_free(s);
         return set_init_error(CHARLSTM_NOMEM, "cannot allocate the sampler state");
@@ -52,6 +54,7 @@ void charlstm_sampler_free(charlstm_sampler *s) {
     free_floats(s->c);
     free_floats(s->gates);
     free_floats(s->tanh_c);
+    free_floats(s->c_next);
     free_floats(s->logits);
     free_floats(s->work);
     free_floats((float *)s->work_index);
@@ -88,8 +91,8 @@ static void step_token(charlstm_sampler *s, int32_t token, int want_logits) {
                              s->gates, (int)G, 1);
         }
         charlstm_gemm_nn(1, (int)G, H, h, H, w.w_hh[l], (int)G, s->gates, (int)G, 1);
-        // the cell reads c_prev before writing c_next, element by element
-        lstm_cell_forward(1, H, s->gates, c, c, h, s->tanh_c);
+        lstm_cell_forward(1, H, s->gates, c, s->c_next, h, s->tanh_c);
+        memcpy(c, s->c_next, (size_t)H * sizeof(float));
     }
     if (!want_logits) return;
     memcpy(s->logits, w.out_b, (size_t)V * sizeof(float));
