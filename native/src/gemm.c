@@ -16,8 +16,10 @@
 #endif
 
 // Minimum floating-point operations per thread before a product uses another thread, because
-// starting an OpenMP region costs a few microseconds. An estimate, not a tuned value.
-#define MIN_FLOPS_PER_THREAD 2.0e6
+// an OpenMP region costs about a microsecond to start. An estimate, not a tuned value. It is
+// low enough that a vector-matrix product with H = 256 splits its weights over two cores, so
+// each core keeps its half in its own cache across calls.
+#define MIN_FLOPS_PER_THREAD 2.5e5
 
 // ----------------------------------------------------------------------------
 // portable C kernels (plain loops with constant bounds that gcc -O3 vectorizes)
@@ -382,15 +384,36 @@ static void gemm_unpacked(const gemm_problem *p, int M, int N, int K)
     }
 }
 
-// Runs the micro-kernel over one packed A block (mc x kc) and the B panels of nc columns.
-// b_panel(jr) is the first row of the panel holding column jr; b_stride is its row stride.
+// Location of a kc x nc block of B_op for the micro-kernel: packed panels, or rows of B read
+// in place. Column j starts at base + (j / panel_width) * panel_stride + j % panel_width.
+typedef struct {
+    const float *base;
+    int panel_width;
+    size_t panel_stride;
+    int row_stride;
+    // when B is read in place, a zero-padded copy of the columns from edge_column on, which
+    // are fewer than nr, so the micro-kernel never reads past the end of a row of B
+    const float *edge;
+    int edge_column;
+} b_block;
+
+// Runs the micro-kernel over one packed A block (mc x kc) and a B block of nc columns.
 static void multiply_block(const charlstm_gemm_path *path, int mc, int nc, int kc,
-                           const float *a_packed, const float *b_base, size_t b_panel_stride,
-                           int b_stride, float *C, int ldc, int accumulate)
+                           const float *a_packed, const b_block *bb, float *C, int ldc,
+                           int accumulate)
 {
     for (int jr = 0; jr < nc; jr += path->nr) {
         int n = nc - jr < path->nr ? nc - jr : path->nr;
-        const float *b = b_base + (size_t)(jr / b_stride) * b_panel_stride + jr % b_stride;
+        const float *b;
+        int b_stride;
+        if (bb->edge != NULL && jr >= bb->edge_column) {
+            b = bb->edge;
+            b_stride = path->nr;
+        } else {
+            b = bb->base + (size_t)(jr / bb->panel_width) * bb->panel_stride +
+                jr % bb->panel_width;
+            b_stride = bb->row_stride;
+        }
         for (int ir = 0; ir < mc; ir += path->mr) {
             int m = mc - ir < path->mr ? mc - ir : path->mr;
             path->micro(m, n, kc, a_packed + (size_t)ir * kc, b, b_stride,
@@ -415,27 +438,42 @@ static void gemm_blocked(const charlstm_gemm_path *path, const gemm_problem *p, 
     float *b_packed = buffer + a_floats;
 
     int nc_step = p->packed_b ? N : nc_max;
+    // With a single row tile each element of B is used once, so nn and tn read B in place.
+    // With more tiles, packing pays: rows of B that lie a multiple of 4 KiB apart share cache
+    // sets, and the packed panel stays in L1 cache between tiles.
+    int b_in_place = !p->packed_b && !p->trans_b && M <= path->mr;
     for (int jc = 0; jc < N; jc += nc_step) {
         int nc = N - jc < nc_step ? N - jc : nc_step;
         for (int pc = 0; pc < K; pc += kc_max) {
             int kc = K - pc < kc_max ? K - pc : kc_max;
             int accumulate = pc == 0 ? p->accumulate : 1;
 
-            // B block: packed here, or a window into the pre-packed panels
-            const float *b_base;
-            size_t b_panel_stride;
-            int b_stride;
+            // B block: a window into the pre-packed panels, read in place, or packed here
+            b_block bb = {.edge = NULL};
             if (p->packed_b) {
-                b_base = p->packed_b + (size_t)pc * CHARLSTM_PACK_NR;
-                b_panel_stride = (size_t)CHARLSTM_PACK_NR * p->packed_k;
-                b_stride = CHARLSTM_PACK_NR;
+                bb.base = p->packed_b + (size_t)pc * CHARLSTM_PACK_NR;
+                bb.panel_width = CHARLSTM_PACK_NR;
+                bb.panel_stride = (size_t)CHARLSTM_PACK_NR * p->packed_k;
+                bb.row_stride = CHARLSTM_PACK_NR;
+            } else if (b_in_place) {
+                bb.base = p->B + (size_t)pc * p->ldb + jc;
+                bb.panel_width = nc;
+                bb.panel_stride = 0;
+                bb.row_stride = p->ldb;
+                bb.edge_column = nc / path->nr * path->nr;
+                if (bb.edge_column < nc) {
+                    pack_b(0, kc, nc - bb.edge_column, bb.base + bb.edge_column, p->ldb,
+                           path->nr, b_packed);
+                    bb.edge = b_packed;
+                }
             } else {
                 const float *B = p->trans_b ? p->B + (size_t)jc * p->ldb + pc
                                             : p->B + (size_t)pc * p->ldb + jc;
                 pack_b(p->trans_b, kc, nc, B, p->ldb, path->nr, b_packed);
-                b_base = b_packed;
-                b_panel_stride = (size_t)path->nr * kc;
-                b_stride = path->nr;
+                bb.base = b_packed;
+                bb.panel_width = path->nr;
+                bb.panel_stride = (size_t)path->nr * kc;
+                bb.row_stride = path->nr;
             }
 
             for (int ic = 0; ic < M; ic += mc_max) {
@@ -443,8 +481,8 @@ static void gemm_blocked(const charlstm_gemm_path *path, const gemm_problem *p, 
                 const float *A = p->trans_a ? p->A + (size_t)pc * p->lda + ic
                                             : p->A + (size_t)ic * p->lda + pc;
                 pack_a(p->trans_a, mc, kc, A, p->lda, path->mr, a_packed);
-                multiply_block(path, mc, nc, kc, a_packed, b_base, b_panel_stride, b_stride,
-                               p->C + (size_t)ic * p->ldc + jc, p->ldc, accumulate);
+                multiply_block(path, mc, nc, kc, a_packed, &bb, p->C + (size_t)ic * p->ldc + jc,
+                               p->ldc, accumulate);
             }
         }
     }
@@ -458,8 +496,17 @@ static void gemv(const charlstm_gemm_path *path, const gemm_problem *p, int N, i
     } else if (p->trans_b) {
         path->gemv_t(N, K, p->A, p->B, p->ldb, p->C, p->accumulate);
     } else {
+        // Blocks of rows keep the strip of B that one chunk of y reads small enough for the
+        // cache. A single sweep over all K rows at a row stride of a few KiB maps the strip
+        // onto few cache sets, which evicts it before the next call.
+        enum { ROWS_PER_BLOCK = 128 };
         int incx = p->trans_a ? p->lda : 1;
-        path->gemv_n(N, K, p->A, incx, p->B, p->ldb, p->C, p->accumulate);
+        for (int k0 = 0; k0 < K; k0 += ROWS_PER_BLOCK) {
+            int rows = K - k0 < ROWS_PER_BLOCK ? K - k0 : ROWS_PER_BLOCK;
+            int accumulate = k0 == 0 ? p->accumulate : 1;
+            path->gemv_n(N, rows, p->A + (size_t)k0 * incx, incx, p->B + (size_t)k0 * p->ldb,
+                         p->ldb, p->C, accumulate);
+        }
     }
 }
 

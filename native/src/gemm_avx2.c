@@ -53,6 +53,8 @@ AVX2_INLINE void micro_tile(const int m, const int vectors, int kc, const float 
 
     __m256i mask0 = first_lanes(n);
     __m256i mask1 = first_lanes(n - 8);
+    // fully unrolled, so the accumulator arrays stay in registers instead of memory
+#pragma GCC unroll 16
     for (int i = 0; i < m; i++) {
         float *ci = c + (size_t)i * ldc;
         if (accumulate) {

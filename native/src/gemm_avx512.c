@@ -54,6 +54,8 @@ AVX512_INLINE void micro_tile(const int m, const int vectors, int kc, const floa
 
     __mmask16 mask0 = first_lanes(n);
     __mmask16 mask1 = first_lanes(n - 16);
+    // fully unrolled, so the accumulator arrays stay in registers instead of memory
+#pragma GCC unroll 16
     for (int i = 0; i < m; i++) {
         float *ci = c + (size_t)i * ldc;
         if (accumulate) {

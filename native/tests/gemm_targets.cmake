@@ -10,8 +10,10 @@ add_library(charlstm_gemm_static STATIC
     ${CHARLSTM_GEMM_DIR}/gemm_avx2.c
     ${CHARLSTM_GEMM_DIR}/gemm_avx512.c
 )
-target_include_directories(charlstm_gemm_static PUBLIC ${CHARLSTM_GEMM_DIR})
+target_include_directories(charlstm_gemm_static PUBLIC ${CHARLSTM_GEMM_DIR}
+    ${CMAKE_CURRENT_LIST_DIR}/../include)
 set_target_properties(charlstm_gemm_static PROPERTIES C_STANDARD 11 C_STANDARD_REQUIRED ON)
+target_compile_options(charlstm_gemm_static PRIVATE $<$<C_COMPILER_ID:GNU,Clang>:-O3>)
 if(TARGET OpenMP::OpenMP_C)
     target_link_libraries(charlstm_gemm_static PUBLIC OpenMP::OpenMP_C)
 endif()
