@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,11 +31,17 @@ _CHAR_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
 _METRICS_TAIL_BYTES = 64 * 1024
 
 
-def register(app: typer.Typer) -> None:
-    """Add the inspect, plot and runs commands to `app`."""
-    app.command("inspect")(inspect_command)
-    app.command("plot")(plot_command)
-    app.command("runs")(runs_command)
+def register(app: typer.Typer, wrap_command: Callable | None = None) -> None:
+    """Add the inspect, plot and runs commands to `app`.
+
+    `wrap_command`, when given, decorates each command, for example with the
+    main app's handler that prints a UserError as "Error: ..." and exits 1.
+    It must keep the signature (functools.wraps) because Typer reads the
+    options from it.
+    """
+    commands = {"inspect": inspect_command, "plot": plot_command, "runs": runs_command}
+    for name, command in commands.items():
+        app.command(name)(wrap_command(command) if wrap_command else command)
 
 
 def bits_per_char(loss: float | None) -> float | None:

@@ -12,7 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from charlstm_cli import __version__, report
+from charlstm_cli import __version__, cli, report
 from charlstm_cli.checkpoint import Tensor, save_checkpoint
 from charlstm_cli.errors import UserError
 from charlstm_cli.model import Model, Trainer
@@ -20,22 +20,32 @@ from charlstm_cli.model import Model, Trainer
 CORPUS = "to be, or not to be:\nthat is the question.\t" * 8
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
+
+# The commands on their own, wrapped with the main app's error handler.
 app = typer.Typer()
-report.register(app)
+report.register(app, wrap_command=cli.reports_errors)
 runner = CliRunner()
 
 
-def invoke(*args: str) -> str:
-    result = runner.invoke(app, list(args))
+def invoke(*args: str, main_app: bool = False) -> str:
+    result = runner.invoke(cli.app if main_app else app, list(args))
     assert result.exit_code == 0, result.output + repr(result.exception)
     return result.stdout
 
 
-def invoke_error(*args: str) -> UserError:
-    result = runner.invoke(app, list(args))
+def invoke_error(*args: str, main_app: bool = False) -> UserError:
+    """Run a command that must fail; return its Error and Hint lines as a UserError."""
+    result = runner.invoke(cli.app if main_app else app, list(args))
     assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, UserError), repr(result.exception)
-    return result.exception
+    assert result.stdout == ""
+    assert result.stderr.startswith("Error: "), (
+        f"expected an Error line on stderr, got {result.stderr!r} and {result.exception!r}"
+    )
+    lines = result.stderr.splitlines()
+    hints = [
+        line.removeprefix("Hint: ") for line in lines[1:] if line.startswith("Hint: ")
+    ]
+    return UserError(lines[0].removeprefix("Error: "), hints[0] if hints else None)
 
 
 def float_slices(block: memoryview, model: Model, prefix: str) -> dict[str, Tensor]:
@@ -166,6 +176,22 @@ def home(trained) -> Path:
 @pytest.fixture(scope="module")
 def alpha_metadata(trained) -> dict:
     return trained[1]
+
+
+# ---------------------------------------------------------------------------
+# the commands inside the main app
+
+
+def test_main_app_has_commands(home: Path):
+    output = invoke("runs", "--json", "--run-dir", str(home), main_app=True)
+    assert [row["name"] for row in json.loads(output)["runs"]] == ["alpha"]
+    assert "--json" in invoke("inspect", "--help", main_app=True)
+
+
+def test_main_app_reports_errors(tmp_path: Path):
+    error = invoke_error("inspect", str(tmp_path / "nope.ckpt"), main_app=True)
+    assert error.message == f"checkpoint not found: {tmp_path / 'nope.ckpt'}"
+    assert "charlstm runs" in error.hint
 
 
 # ---------------------------------------------------------------------------
