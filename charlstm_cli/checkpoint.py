@@ -194,6 +194,9 @@ def _build_header(
             "data_offsets": [offset, end],
         }
         offset = end
+    # NOTE: safetensors 0.8.0 rejects headers over 100,000,000 bytes ("header too
+    # large"). A long metrics history could pass that, and only load_checkpoint
+    # would still read the file.
     encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode()
     padding = -len(encoded) % _HEADER_ALIGNMENT
     return encoded + b" " * padding

@@ -705,10 +705,13 @@ def runs_command(
 
 
 def summarize_run(run: Path) -> dict[str, Any]:
-    """Summarize one run folder from its latest.ckpt header and metrics.jsonl tail.
+    """Summarize one run folder from latest.ckpt, run.json and metrics.jsonl.
 
-    An unreadable checkpoint does not stop the listing: its message goes into
-    the "error" key and the other fields are None where unknown.
+    latest.ckpt is written at the end of each epoch, so during the first epoch
+    the corpus and model size come from run.json and the step count from the
+    tail of metrics.jsonl. An unreadable checkpoint does not stop the listing:
+    its message goes into the "error" key and the other fields are None where
+    unknown.
     """
     row: dict[str, Any] = {
         "name": run.name,
@@ -735,11 +738,24 @@ def summarize_run(run: Path) -> dict[str, Any]:
             row["steps"] = _dict(metadata.get("progress")).get("step")
             best = metadata.get("best_val_loss")
             row["best_val_loss"] = best if _is_number(best) else None
+    if row["corpus"] is None and row["n_layers"] is None:
+        info = _read_run_info(run / paths.RUN_INFO)
+        row["corpus"] = _dict(info.get("corpus")).get("name")
+        row["n_layers"] = _dict(info.get("model")).get("n_layers")
+        row["n_hidden"] = _dict(info.get("model")).get("n_hidden")
     # A run still training logs steps after its last checkpoint.
     last_logged = _last_logged_step(run / paths.METRICS)
     if last_logged is not None and (row["steps"] is None or last_logged > row["steps"]):
         row["steps"] = last_logged
     return row
+
+
+def _read_run_info(path: Path) -> dict[str, Any]:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return _dict(info)
 
 
 def _last_modified(run: Path) -> datetime:

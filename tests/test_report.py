@@ -482,6 +482,21 @@ def test_runs_table(three_runs: Path, monkeypatch):
     assert "unreadable" in output
 
 
+def test_runs_first_epoch_uses_run_json(tmp_path: Path):
+    run = tmp_path / "runs" / "fresh"
+    run.mkdir(parents=True)
+    info = {"corpus": {"name": "tiny.txt"}, "model": {"n_layers": 3, "n_hidden": 64}}
+    (run / "run.json").write_text(json.dumps(info))
+    (run / "metrics.jsonl").write_text(
+        '{"kind": "step", "step": 5, "loss": 3.1}\n{"kind": "st'
+    )
+    row = json.loads(invoke("runs", "--json", "--run-dir", str(tmp_path)))["runs"][0]
+    assert row["corpus"] == "tiny.txt"
+    assert (row["n_layers"], row["n_hidden"]) == (3, 64)
+    assert row["steps"] == 5
+    assert row["best_val_loss"] is None
+
+
 def test_runs_empty(tmp_path: Path):
     assert "No runs in" in invoke("runs", "--run-dir", str(tmp_path))
     listing = json.loads(invoke("runs", "--json", "--run-dir", str(tmp_path)))
