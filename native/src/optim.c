@@ -1,19 +1,48 @@
-/* Gradient clipping and the SGD and Adam updates over flat buffers. */
+/* Gradient clipping and the SGD and Adam updates over flat buffers.
+ *
+ * Every pass splits the buffer into fixed chunks shared out among threads;
+ * the norm adds the per-chunk sums in chunk order, so its value does not
+ * depend on the thread count. */
 #include <math.h>
 
+#include "gemm.h"
 #include "internal.h"
 
+// Elements per chunk; also the smallest buffer worth a second thread.
+#define CHUNK 16384
+
+static int threads_for(size_t n) { return n >= 2 * CHUNK ? charlstm_get_num_threads() : 1; }
+
 double grad_global_norm(const float *g, size_t n) {
-    double sum = 0.0;
-    for (size_t i = 0; i < n; i++) sum += (double)g[i] * (double)g[i];
-    return sqrt(sum);
+    size_t n_chunks = (n + CHUNK - 1) / CHUNK;
+    double partial[256];
+    double total = 0.0;
+    // chunks are summed in groups of 256 so the partial sums fit on the stack
+    for (size_t first = 0; first < n_chunks; first += 256) {
+        size_t count = n_chunks - first < 256 ? n_chunks - first : 256;
+        int threads = threads_for(count * CHUNK);
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+        for (size_t c = 0; c < count; c++) {
+            size_t begin = (first + c) * CHUNK;
+            size_t end = begin + CHUNK < n ? begin + CHUNK : n;
+            double sum = 0.0;
+            for (size_t i = begin; i < end; i++) sum += (double)g[i] * (double)g[i];
+            partial[c] = sum;
+        }
+        for (size_t c = 0; c < count; c++) total += partial[c];
+    }
+    return sqrt(total);
 }
 
 void grad_scale(float *g, size_t n, float scale) {
+    int threads = threads_for(n);
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (size_t i = 0; i < n; i++) g[i] *= scale;
 }
 
 void grad_clamp(float *g, size_t n, float limit) {
+    int threads = threads_for(n);
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (size_t i = 0; i < n; i++) {
         if (g[i] > limit) g[i] = limit;
         else if (g[i] < -limit) g[i] = -limit;
@@ -24,6 +53,8 @@ void grad_clamp(float *g, size_t n, float limit) {
 static void sgd_update(const charlstm_train_config *cfg, float lr, float *m, float *p,
                        const float *g, size_t n) {
     float mu = cfg->momentum, wd = cfg->weight_decay;
+    int threads = threads_for(n);
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (size_t i = 0; i < n; i++) {
         float d = g[i] + wd * p[i];
         if (mu > 0.0f) {
@@ -43,6 +74,8 @@ static void adam_update(const charlstm_train_config *cfg, float lr, int64_t step
     float c2 = (float)(1.0 - pow((double)b2, (double)step));
     float step_size = lr / c1;
     float inv_sqrt_c2 = 1.0f / sqrtf(c2);
+    int threads = threads_for(n);
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (size_t i = 0; i < n; i++) {
         m[i] = b1 * m[i] + (1.0f - b1) * g[i];
         v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
