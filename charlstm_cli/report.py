@@ -370,7 +370,8 @@ def plot_command(
         Path | None,
         typer.Option(
             "--run-dir",
-            help="charlstm home that holds runs/ (default: $CHARLSTM_HOME or the user data folder).",
+            help="Home folder for runs (runs are in RUN_DIR/runs/NAME). "
+            "Default: $CHARLSTM_HOME, else the user data folder.",
             show_default=False,
         ),
     ] = None,
@@ -490,8 +491,8 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 def deduplicate_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Keep the last step record per step and epoch record per epoch, sorted by step.
 
-    A run resumed from an older checkpoint logs some steps again, and the later
-    record is the one that the resumed run continued from.
+    A run resumed from a checkpoint logs the steps after that checkpoint again,
+    and only the later records belong to the history that the run continued.
     """
     latest: dict[tuple[str, Any], dict[str, Any]] = {}
     for record in records:
@@ -681,7 +682,8 @@ def runs_command(
         Path | None,
         typer.Option(
             "--run-dir",
-            help="charlstm home that holds runs/ (default: $CHARLSTM_HOME or the user data folder).",
+            help="Home folder for runs (runs are in RUN_DIR/runs/NAME). "
+            "Default: $CHARLSTM_HOME, else the user data folder.",
             show_default=False,
         ),
     ] = None,
