@@ -172,6 +172,7 @@ _declare("charlstm_kernel_name", c_char_p, [])
 _declare("charlstm_kernel_force", _status, [c_char_p])
 _declare("charlstm_set_num_threads", None, [c_int32])
 _declare("charlstm_get_num_threads", c_int32, [])
+_declare("charlstm_measure_peak_gflops", c_double, [c_int32, c_double])
 
 # model
 _declare("charlstm_model_config_default", None, [POINTER(ModelConfig)])

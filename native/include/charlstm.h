@@ -144,6 +144,12 @@ CHARLSTM_API charlstm_status charlstm_kernel_force(const char *name);
 /* Sets the number of threads the kernels use; n <= 0 means all cores. */
 CHARLSTM_API void charlstm_set_num_threads(int32_t n);
 CHARLSTM_API int32_t charlstm_get_num_threads(void);
+/* Measures the fused multiply-add peak in GFLOP/s (1 FMA = 2 FLOP) of n_threads
+ * threads (<= 0: charlstm_get_num_threads()), with the instruction set of the
+ * kernel path in use, for benchmarks to compare achieved GFLOP/s against. Runs
+ * for about `seconds` of wall time (at least 1 ms) and returns the best of 3
+ * repetitions. A diagnostic: nothing else in the library calls it. */
+CHARLSTM_API double charlstm_measure_peak_gflops(int32_t n_threads, double seconds);
 
 // ----------------------------------------------------------------------------
 // model
