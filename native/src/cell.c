@@ -8,13 +8,7 @@
 
 #include "gemm.h"
 #include "internal.h"
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define CLONE_FOR_ISA \
-    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define CLONE_FOR_ISA
-#endif
+#include "isa.h"
 
 // Rows of B*H elements below which a step stays on one thread.
 #define MIN_PARALLEL_ELEMENTS 8192

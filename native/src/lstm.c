@@ -10,6 +10,11 @@
 #include "gemm.h"
 #include "lstm.h"
 
+// Batch rows from which the backward recurrence packs w_hh^T; below it the
+// matrix-vector kernels read w_hh in place. An estimate from profiling batch
+// 1, not a tuned value.
+#define MIN_ROWS_PACKED_BACKWARD 4
+
 int lstm_buffers_alloc(lstm_buffers *buf, const charlstm_model_config *mc, int B, int T,
                        int with_dropout) {
     memset(buf, 0, sizeof *buf);
@@ -251,14 +256,19 @@ static void layer_backward_time(lstm_buffers *buf, int l, int H, const lstm_weig
     size_t BH = (size_t)B * H, G = 4 * (size_t)H;
     memset(buf->dh_rec, 0, BH * sizeof(float));
     memset(buf->dc, 0, BH * sizeof(float));
-    charlstm_gemm_pack_bt((int)G, H, w->w_hh[l], (int)G, buf->packed);
+    // transposing w_hh into packed panels pays off only with several rows
+    int use_packed = B >= MIN_ROWS_PACKED_BACKWARD;
+    if (use_packed) charlstm_gemm_pack_bt((int)G, H, w->w_hh[l], (int)G, buf->packed);
     for (int t = T - 1; t >= 0; t--) {
         float *dpre = buf->dpre + (size_t)t * B * G;
         lstm_cell_backward(B, H, buf->gates[l] + (size_t)t * B * G, buf->c[l] + (size_t)t * BH,
                            buf->tanh_c[l] + (size_t)t * BH, buf->dout + (size_t)t * BH,
                            buf->dh_rec, buf->dc, dpre);
         // dh_{t-1} = dpre_t @ w_hh^T
-        charlstm_gemm_nt_packed(B, H, (int)G, dpre, (int)G, buf->packed, buf->dh_rec, H, 0);
+        if (use_packed)
+            charlstm_gemm_nt_packed(B, H, (int)G, dpre, (int)G, buf->packed, buf->dh_rec, H, 0);
+        else
+            charlstm_gemm_nt(B, H, (int)G, dpre, (int)G, w->w_hh[l], (int)G, buf->dh_rec, H, 0);
     }
     memcpy(dh0, buf->dh_rec, BH * sizeof(float));
     memcpy(dc0, buf->dc, BH * sizeof(float));

@@ -7,11 +7,26 @@
 
 #include "gemm.h"
 #include "internal.h"
+#include "isa.h"
 
 // Elements per chunk; also the smallest buffer worth a second thread.
 #define CHUNK 16384
 
 static int threads_for(size_t n) { return n >= 2 * CHUNK ? charlstm_get_num_threads() : 1; }
+
+/* Returns the sum of squares of g[0..n) in double, over 8 independent lanes
+ * so that the loop vectorizes without reassociating any one sum. */
+CLONE_FOR_ISA
+static double sum_of_squares(const float *restrict g, size_t n) {
+    double lanes[8] = {0.0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) lanes[k] += (double)g[i + k] * (double)g[i + k];
+    for (; i < n; i++) lanes[0] += (double)g[i] * (double)g[i];
+    double sum = 0.0;
+    for (int k = 0; k < 8; k++) sum += lanes[k];
+    return sum;
+}
 
 double grad_global_norm(const float *g, size_t n) {
     size_t n_chunks = (n + CHUNK - 1) / CHUNK;
@@ -25,9 +40,7 @@ double grad_global_norm(const float *g, size_t n) {
         for (size_t c = 0; c < count; c++) {
             size_t begin = (first + c) * CHUNK;
             size_t end = begin + CHUNK < n ? begin + CHUNK : n;
-            double sum = 0.0;
-            for (size_t i = begin; i < end; i++) sum += (double)g[i] * (double)g[i];
-            partial[c] = sum;
+            partial[c] = sum_of_squares(g + begin, end - begin);
         }
         for (size_t c = 0; c < count; c++) total += partial[c];
     }
@@ -50,11 +63,9 @@ void grad_clamp(float *g, size_t n, float limit) {
 }
 
 /* PyTorch's SGD convention: v = mu*v + (g + wd*p); p -= lr*v. */
-static void sgd_update(const charlstm_train_config *cfg, float lr, float *m, float *p,
-                       const float *g, size_t n) {
-    float mu = cfg->momentum, wd = cfg->weight_decay;
-    int threads = threads_for(n);
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+CLONE_FOR_ISA
+static void sgd_chunk(float lr, float mu, float wd, float *restrict m, float *restrict p,
+                      const float *restrict g, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float d = g[i] + wd * p[i];
         if (mu > 0.0f) {
@@ -67,20 +78,48 @@ static void sgd_update(const charlstm_train_config *cfg, float lr, float *m, flo
 
 /* Adam with bias correction; weight decay is decoupled as in AdamW:
  * p -= lr * (m_hat / (sqrt(v_hat) + eps) + wd * p). */
-static void adam_update(const charlstm_train_config *cfg, float lr, int64_t step, float *m,
-                        float *v, float *p, const float *g, size_t n) {
-    float b1 = cfg->beta1, b2 = cfg->beta2, eps = cfg->eps, wd = cfg->weight_decay;
-    float c1 = (float)(1.0 - pow((double)b1, (double)step));
-    float c2 = (float)(1.0 - pow((double)b2, (double)step));
-    float step_size = lr / c1;
-    float inv_sqrt_c2 = 1.0f / sqrtf(c2);
-    int threads = threads_for(n);
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+typedef struct adam_scalars {
+    float b1, b2, eps, wd, lr, step_size, inv_sqrt_c2;
+} adam_scalars;
+
+CLONE_FOR_ISA
+static void adam_chunk(const adam_scalars *a, float *restrict m, float *restrict v,
+                       float *restrict p, const float *restrict g, size_t n) {
+    float b1 = a->b1, b2 = a->b2, eps = a->eps, wd = a->wd, lr = a->lr;
+    float step_size = a->step_size, inv_sqrt_c2 = a->inv_sqrt_c2;
     for (size_t i = 0; i < n; i++) {
         m[i] = b1 * m[i] + (1.0f - b1) * g[i];
         v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
         float denom = sqrtf(v[i]) * inv_sqrt_c2 + eps;
         p[i] -= step_size * m[i] / denom + lr * wd * p[i];
+    }
+}
+
+static void sgd_update(const charlstm_train_config *cfg, float lr, float *m, float *p,
+                       const float *g, size_t n) {
+    size_t n_chunks = (n + CHUNK - 1) / CHUNK;
+    int threads = threads_for(n);
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (size_t c = 0; c < n_chunks; c++) {
+        size_t begin = c * CHUNK, count = n - begin < CHUNK ? n - begin : CHUNK;
+        sgd_chunk(lr, cfg->momentum, cfg->weight_decay, m + begin, p + begin, g + begin,
+                  count);
+    }
+}
+
+static void adam_update(const charlstm_train_config *cfg, float lr, int64_t step, float *m,
+                        float *v, float *p, const float *g, size_t n) {
+    adam_scalars a = {cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay, lr, 0.0f, 0.0f};
+    float c1 = (float)(1.0 - pow((double)a.b1, (double)step));
+    float c2 = (float)(1.0 - pow((double)a.b2, (double)step));
+    a.step_size = lr / c1;
+    a.inv_sqrt_c2 = 1.0f / sqrtf(c2);
+    size_t n_chunks = (n + CHUNK - 1) / CHUNK;
+    int threads = threads_for(n);
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (size_t c = 0; c < n_chunks; c++) {
+        size_t begin = c * CHUNK, count = n - begin < CHUNK ? n - begin : CHUNK;
+        adam_chunk(&a, m + begin, v + begin, p + begin, g + begin, count);
     }
 }
 
