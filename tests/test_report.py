@@ -353,7 +353,7 @@ def test_plot_newest_run_by_default(tmp_path: Path, monkeypatch):
     assert invoke("plot", "--run-dir", str(tmp_path)).strip().endswith("new/loss.png")
 
 
-def test_plot_while_training(home: Path, tmp_path: Path):
+def test_plot_while_training(home: Path, tmp_path: Path, capsys):
     run = tmp_path / "growing"
     run.mkdir()
     lines = (home / "runs" / "alpha" / "metrics.jsonl").read_text().splitlines()
@@ -361,6 +361,7 @@ def test_plot_while_training(home: Path, tmp_path: Path):
     (run / "metrics.jsonl").write_text("\n".join(lines[:12]) + "\n" + partial)
     records = report.read_metrics(run / "metrics.jsonl")
     assert len(records) == 12
+    assert capsys.readouterr().err == ""
     assert invoke("plot", str(run)).strip() == str(run / "loss.png")
     assert_png(run / "loss.png")
 
