@@ -277,7 +277,9 @@ CHARLSTM_API const char *charlstm_sampler_last_error(const charlstm_sampler *sam
 /* Zeroes the state and forgets the last logits. */
 CHARLSTM_API void charlstm_sampler_reset(charlstm_sampler *sampler);
 /* Runs `n` tokens through the model, updating the state; afterwards the
- * logits predict the character after the last one fed. */
+ * logits predict the character after the last one fed. Each call takes a
+ * snapshot of the model's weights that later charlstm_sampler_generate
+ * calls use, so feed again after changing the parameters. */
 CHARLSTM_API charlstm_status charlstm_sampler_feed(charlstm_sampler *sampler,
                                                    const int32_t *tokens, size_t n);
 /* Draws `n` characters into out[0..n), feeding each back in. Needs at least

@@ -16,6 +16,8 @@ struct charlstm_sampler {
     float *logits;      /* (V) */
     float *work;        /* (2V) scratch for charlstm_sample_logits */
     int32_t *work_index;/* (V) */
+    float *packed_hh[CHARLSTM_MAX_LAYERS]; /* w_hh of each layer, packed */
+    float *packed_ih[CHARLSTM_MAX_LAYERS]; /* w_ih of layers >= 1, packed */
     int has_logits;
     char error[CHARLSTM_ERROR_SIZE];
 };
@@ -39,8 +41,15 @@ charlstm_status charlstm_sampler_init(const charlstm_model *model, uint64_t seed
     s->logits = alloc_floats(V);
     s->work = alloc_floats(2 * V);
     s->work_index = (int32_t *)alloc_floats(V);
+    size_t packed_floats = charlstm_gemm_pack_b_size((int)H, (int)(4 * H)) / sizeof(float) + 1;
+    int packed_ok = 1;
+    for (size_t l = 0; l < L; l++) {
+        s->packed_hh[l] = alloc_floats(packed_floats);
+        s->packed_ih[l] = l > 0 ? alloc_floats(packed_floats) : NULL;
+        packed_ok = packed_ok && s->packed_hh[l] && (l == 0 || s->packed_ih[l]);
+    }
     if (!s->h || !s->c || !s->gates || !s->tanh_c || !s->c_next || !s->logits || !s->work ||
-        !s->work_index) {
+        !s->work_index || !packed_ok) {
         charlstm_sampler_free(s);
         return set_init_error(CHARLSTM_NOMEM, "cannot allocate the sampler state");
     }
@@ -58,6 +67,10 @@ void charlstm_sampler_free(charlstm_sampler *s) {
     free_floats(s->logits);
     free_floats(s->work);
     free_floats((float *)s->work_index);
+    for (int l = 0; l < CHARLSTM_MAX_LAYERS; l++) {
+        free_floats(s->packed_hh[l]);
+        free_floats(s->packed_ih[l]);
+    }
     free(s);
 }
 
@@ -87,10 +100,10 @@ static void step_token(charlstm_sampler *s, int32_t token, int want_logits) {
             for (size_t j = 0; j < G; j++) s->gates[j] = row[j] + w.bias[0][j];
         } else {
             memcpy(s->gates, w.bias[l], G * sizeof(float));
-            charlstm_gemm_nn(1, (int)G, H, s->h + (size_t)(l - 1) * H, H, w.w_ih[l], (int)G,
-                             s->gates, (int)G, 1);
+            charlstm_gemm_nn_packed(1, (int)G, H, s->h + (size_t)(l - 1) * H, H,
+                                    s->packed_ih[l], s->gates, (int)G, 1);
         }
-        charlstm_gemm_nn(1, (int)G, H, h, H, w.w_hh[l], (int)G, s->gates, (int)G, 1);
+        charlstm_gemm_nn_packed(1, (int)G, H, h, H, s->packed_hh[l], s->gates, (int)G, 1);
         lstm_cell_forward(1, H, s->gates, c, s->c_next, h, s->tanh_c);
         memcpy(c, s->c_next, (size_t)H * sizeof(float));
     }
@@ -99,6 +112,18 @@ static void step_token(charlstm_sampler *s, int32_t token, int want_logits) {
     const float *top = s->h + (size_t)(m->cfg.n_layers - 1) * H;
     charlstm_gemm_nn(1, V, H, top, H, w.out_w, V, s->logits, V, 1);
     s->has_logits = 1;
+}
+
+/* Copies the recurrent and upper-layer input weights into packed panels. */
+static void pack_weights(charlstm_sampler *s) {
+    const charlstm_model *m = s->model;
+    int H = m->cfg.n_hidden, G = 4 * H;
+    lstm_weights w;
+    model_weights_view(m, m->params, &w);
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        charlstm_gemm_pack_b(H, G, w.w_hh[l], G, s->packed_hh[l]);
+        if (l > 0) charlstm_gemm_pack_b(H, G, w.w_ih[l], G, s->packed_ih[l]);
+    }
 }
 
 charlstm_status charlstm_sampler_feed(charlstm_sampler *s, const int32_t *tokens, size_t n) {
@@ -110,6 +135,7 @@ charlstm_status charlstm_sampler_feed(charlstm_sampler *s, const int32_t *tokens
             return set_error(s->error, CHARLSTM_INVALID_ARG,
                              "token id %d at position %zu is outside the vocabulary [0, %d)",
                              (int)tokens[k], k, (int)V);
+    pack_weights(s);
     for (size_t k = 0; k < n; k++) step_token(s, tokens[k], k + 1 == n);
     return CHARLSTM_OK;
 }
