@@ -1,0 +1,909 @@
+"""The charlstm command line: train, resume and generate (plus report's commands).
+
+Commands parse options and render; the work happens in data, train, state
+and checkpoint. Modules that load the C library are imported inside the
+commands, so `--help` and `--version` work even when the library is missing.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import json
+import math
+import os
+import secrets
+import shlex
+import sys
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from . import __version__, paths, report
+from .data import (
+    build_vocab,
+    bundled_corpus_path,
+    check_corpus_size,
+    default_sample_seed,
+    format_characters,
+    read_corpus,
+    unknown_characters,
+)
+from .errors import UserError
+from .output import (
+    TrainDisplay,
+    logger,
+    print_error,
+    print_json,
+    print_line,
+    print_summary,
+    print_warning,
+    setup_logging,
+    write_stdout,
+)
+
+if TYPE_CHECKING:
+    from .model import Model, Trainer
+    from .state import RunState
+    from .train import Outcome, Training
+
+app = typer.Typer(
+    name="charlstm",
+    help="Train character-level LSTM language models on any text and sample from them.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+DEBUG_ENV = "CHARLSTM_DEBUG"
+# Characters per sampler call, so text appears while it is generated.
+GENERATE_CHUNK = 64
+
+
+class OptimizerName(str, enum.Enum):
+    ADAM = "adam"
+    SGD = "sgd"
+
+
+class ScheduleName(str, enum.Enum):
+    NONE = "none"
+    STEP = "step"
+
+
+# ----------------------------------------------------------------------------
+# error reporting
+
+
+def _describe_known_error(exc: BaseException) -> tuple[str, str | None, int] | None:
+    """Return (message, hint, exit code) for errors reported without a traceback."""
+    if isinstance(exc, UserError):
+        return exc.message, exc.hint, exc.exit_code
+    native = sys.modules.get("charlstm_cli._native")
+    if native is not None and isinstance(exc, native.CharLSTMError):
+        return (
+            str(exc),
+            "check the sizes you passed; smaller models need less memory",
+            1,
+        )
+    if (
+        isinstance(exc, FileNotFoundError)
+        and type(exc).__name__ == "LibraryNotFoundError"
+    ):
+        return str(exc), None, 1
+    return None
+
+
+def reports_errors(command):
+    """Print known errors as 'Error: ...' and 'Hint: ...' lines and exit non-zero.
+
+    Set CHARLSTM_DEBUG=1 to get the traceback instead. Ctrl-C outside the
+    training loop exits with 130.
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            print_line("Interrupted.", style="yellow")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            known = _describe_known_error(exc)
+            if known is None or os.environ.get(DEBUG_ENV):
+                raise
+            message, hint, code = known
+            print_error(message, hint)
+            raise typer.Exit(code) from None
+
+    return wrapper
+
+
+# ----------------------------------------------------------------------------
+# shared options
+
+
+def _in_range(
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+):
+    """Return an option callback that rejects NaN, infinities and out-of-range floats."""
+    bounds = []
+    if low is not None:
+        bounds.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        bounds.append(f"{'<' if high_open else '<='} {high:g}")
+    expected = "a number " + " and ".join(bounds)
+
+    def check(value: float | None) -> float | None:
+        if value is None:
+            return value
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if not math.isfinite(value) or too_low or too_high:
+            raise typer.BadParameter(f"{value} is not {expected}")
+        return value
+
+    return check
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        write_stdout(f"charlstm {__version__}\n")
+        raise typer.Exit()
+
+
+Verbose = Annotated[
+    int,
+    typer.Option(
+        "--verbose",
+        "-v",
+        count=True,
+        help="Log more detail on stderr: -v info, -vv debug.",
+    ),
+]
+RunDir = Annotated[
+    Optional[Path],
+    typer.Option(
+        help="Home folder for runs (runs go to RUN_DIR/runs/NAME). "
+        "Default: $CHARLSTM_HOME, else the user data folder.",
+        show_default=False,
+    ),
+]
+Threads = Annotated[int, typer.Option(min=0, help="Kernel threads; 0 uses every core.")]
+JsonSummary = Annotated[
+    bool,
+    typer.Option("--json", help="Print a JSON summary on stdout when training ends."),
+]
+Epochs = Annotated[int, typer.Option(min=1, help="Passes over the training text.")]
+MaxSteps = Annotated[
+    Optional[int],
+    typer.Option(min=1, help="Stop after this many updates in total, even mid-epoch."),
+]
+LearningRate = Annotated[
+    float,
+    typer.Option(
+        callback=_in_range(low=0.0, low_open=True), help="Initial learning rate."
+    ),
+]
+
+
+@app.callback()
+def app_options(
+    verbose: Verbose = 0,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version_callback,
+            is_eager=True,
+            help="Print the version.",
+        ),
+    ] = False,
+) -> None:
+    """Train character-level LSTM language models on any text and sample from them."""
+    setup_logging(verbose)
+
+
+def _set_threads(threads: int) -> None:
+    from .model import set_num_threads
+
+    set_num_threads(threads)
+    from . import _native
+
+    logger.info(
+        "kernels: %s, %d threads",
+        _native.lib.charlstm_kernel_name().decode(),
+        _native.lib.charlstm_get_num_threads(),
+    )
+
+
+# ----------------------------------------------------------------------------
+# train
+
+
+@app.command()
+@reports_errors
+def train(
+    corpus: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="UTF-8 text file to train on. Default: the bundled Shakespeare plays.",
+            show_default=False,
+        ),
+    ] = None,
+    encoding: Annotated[
+        str, typer.Option(help="Text encoding of the corpus, e.g. latin-1.")
+    ] = "utf-8",
+    hidden_size: Annotated[
+        int, typer.Option(min=1, help="LSTM hidden units per layer.")
+    ] = 256,
+    layers: Annotated[int, typer.Option(min=1, max=8, help="Stacked LSTM layers.")] = 2,
+    seq_len: Annotated[
+        int,
+        typer.Option(min=1, help="Characters per stream per step (backprop length)."),
+    ] = 64,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Parallel streams through the text.")
+    ] = 32,
+    epochs: Epochs = 10,
+    max_steps: MaxSteps = None,
+    lr: LearningRate = 2e-3,
+    optimizer: Annotated[
+        OptimizerName, typer.Option(help="Update rule.")
+    ] = OptimizerName.ADAM,
+    momentum: Annotated[
+        float,
+        typer.Option(
+            callback=_in_range(low=0.0, high=1.0, high_open=True), help="SGD momentum."
+        ),
+    ] = 0.9,
+    weight_decay: Annotated[
+        float,
+        typer.Option(
+            callback=_in_range(low=0.0), help="Weight decay (decoupled for Adam)."
+        ),
+    ] = 0.0,
+    clip: Annotated[
+        float,
+        typer.Option(
+            callback=_in_range(low=0.0),
+            help="Clip the global gradient norm to this; 0 disables.",
+        ),
+    ] = 5.0,
+    clip_value: Annotated[
+        float,
+        typer.Option(
+            callback=_in_range(low=0.0),
+            help="Clip each gradient element to ±this; 0 disables.",
+        ),
+    ] = 0.0,
+    dropout: Annotated[
+        float,
+        typer.Option(
+            callback=_in_range(low=0.0, high=1.0, high_open=True),
+            help="Dropout probability on each layer's output.",
+        ),
+    ] = 0.0,
+    lr_schedule: Annotated[
+        ScheduleName,
+        typer.Option(
+            help="step multiplies the lr by --lr-decay-factor every --lr-decay-every epochs."
+        ),
+    ] = ScheduleName.NONE,
+    lr_decay_every: Annotated[
+        int, typer.Option(min=1, help="Epochs between step-schedule decays.")
+    ] = 1,
+    lr_decay_factor: Annotated[
+        float,
+        typer.Option(
+            callback=_in_range(low=0.0, high=1.0, low_open=True),
+            help="Factor applied at each step-schedule decay.",
+        ),
+    ] = 0.5,
+    val_fraction: Annotated[
+        float,
+        typer.Option(
+            callback=_in_range(low=0.0, high=0.5),
+            help="Fraction at the end of the corpus held out for validation; 0 disables.",
+        ),
+    ] = 0.1,
+    rng_seed: Annotated[
+        int, typer.Option(help="Seed for initialisation, dropout and epoch samples.")
+    ] = 1,
+    threads: Threads = 0,
+    run_dir: RunDir = None,
+    name: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Run folder name. Default: the start time.", show_default=False
+        ),
+    ] = None,
+    keep_epochs: Annotated[
+        int,
+        typer.Option(
+            min=0, help="How many epoch-NNNN.ckpt files to keep; 0 keeps none."
+        ),
+    ] = 2,
+    log_every: Annotated[
+        int, typer.Option(min=1, help="Steps between metrics lines.")
+    ] = 50,
+    sample_seed: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Text that primes the sample after each epoch. "
+            "Default: a speaker name or the first line of the corpus.",
+            show_default=False,
+        ),
+    ] = None,
+    sample_length: Annotated[
+        int,
+        typer.Option(min=0, help="Characters sampled after each epoch; 0 skips it."),
+    ] = 200,
+    json_summary: JsonSummary = False,
+    verbose: Verbose = 0,
+) -> None:
+    """Train a new model on a text file, saving checkpoints into a run folder."""
+    setup_logging(verbose)
+    options = dict(locals())
+    options["optimizer"], options["lr_schedule"] = optimizer.value, lr_schedule.value
+    home = paths.data_home(run_dir)
+    if name is not None:
+        paths.check_run_name(name)
+    text_corpus = read_corpus(corpus or bundled_corpus_path(), encoding)
+    run = _new_run_state(text_corpus, encoding, options)
+    _set_threads(threads)
+    model, trainer = _build_engine(run)
+    folder = paths.create_run_folder(home, name)
+    _write_run_info(folder, "train", run, threads)
+    _run_training(folder, model, trainer, run, text_corpus.text, json_summary)
+
+
+def _new_run_state(corpus, encoding: str, options: dict[str, Any]) -> RunState:
+    """Validate the corpus against the options and return a fresh run state."""
+    from . import state
+
+    vocab = build_vocab(corpus.text)
+    if len(vocab) < 2:
+        raise UserError(
+            f"corpus {corpus.path} uses only {len(vocab)} distinct character "
+            f"({format_characters(vocab)}); a language model needs at least 2"
+        )
+    check_corpus_size(
+        corpus.n_chars,
+        options["batch_size"],
+        options["seq_len"],
+        options["val_fraction"],
+        str(corpus.path),
+    )
+    seed_text = options["sample_seed"]
+    if seed_text is None:
+        seed_text = default_sample_seed(corpus.text)
+    _check_sample_seed(seed_text, vocab)
+    model = state.ModelSettings(
+        n_vocab=len(vocab),
+        n_hidden=options["hidden_size"],
+        n_layers=options["layers"],
+        forget_bias=1.0,
+        init_seed=options["rng_seed"],
+    )
+    training = state.TrainSettings(
+        batch_size=options["batch_size"],
+        seq_len=options["seq_len"],
+        optimizer=options["optimizer"],
+        lr=options["lr"],
+        momentum=options["momentum"],
+        weight_decay=options["weight_decay"],
+        clip_norm=options["clip"],
+        clip_value=options["clip_value"],
+        dropout=options["dropout"],
+        epochs=options["epochs"],
+        max_steps=options["max_steps"],
+        lr_schedule=options["lr_schedule"],
+        lr_decay_every=options["lr_decay_every"],
+        lr_decay_factor=options["lr_decay_factor"],
+        val_fraction=options["val_fraction"],
+        rng_seed=options["rng_seed"],
+        log_every=options["log_every"],
+        keep_epochs=options["keep_epochs"],
+        sample_seed=seed_text,
+        sample_length=options["sample_length"],
+    )
+    record = corpus.fingerprint() | {"encoding": encoding}
+    return state.RunState(model, training, vocab, record, state.Progress())
+
+
+def _check_sample_seed(seed_text: str, vocab: list[str]) -> None:
+    if not seed_text:
+        raise UserError(
+            "--sample-seed is empty", hint="pass at least one character, e.g. a newline"
+        )
+    unknown = unknown_characters(seed_text, vocab)
+    if unknown:
+        raise UserError(
+            f"--sample-seed contains characters that are not in the corpus: "
+            f"{format_characters(unknown)}",
+            hint="use only characters that occur in the training text",
+        )
+
+
+def _build_engine(run: RunState) -> tuple[Model, Trainer]:
+    from . import state
+    from .train import build_trainer
+
+    model = state.build_model(run.model)
+    trainer = build_trainer(model, run.training)
+    run.progress.lr = trainer.lr
+    logger.info("model: %d parameters", model.n_params)
+    return model, trainer
+
+
+def _write_run_info(folder: Path, command: str, run: RunState, threads: int) -> None:
+    """Write run.json for a new run, or add this resume to an existing one."""
+    target = folder / paths.RUN_INFO
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    entry = {"command": command, "argv": sys.argv[1:], "at": now, "threads": threads}
+    info: dict[str, Any] = {}
+    if command == "resume" and target.exists():
+        try:
+            info = json.loads(target.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            logger.warning("run.json in %s is unreadable; writing a new one", folder)
+    if not info:
+        info = {
+            "charlstm_version": __version__,
+            "started_at": now,
+            "corpus": run.corpus,
+            "model": asdict(run.model),
+        }
+    info["training"] = asdict(run.training)
+    info.setdefault("sessions", []).append(entry)
+    temp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    temp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    os.replace(temp, target)
+
+
+# ----------------------------------------------------------------------------
+# the loop with its display, shared by train and resume
+
+
+def _run_training(
+    folder: Path,
+    model: Model,
+    trainer: Trainer,
+    run: RunState,
+    text: str,
+    json_summary: bool,
+    resumed_from: Path | None = None,
+) -> None:
+    from .train import StopSignals, Training
+
+    training = Training(folder, model, trainer, run, text)
+    if resumed_from is not None:
+        training.check_position(resumed_from)
+    training.rewrite_metrics()
+    _announce(folder, training)
+    signals = StopSignals()
+    display = TrainDisplay(
+        training.total_steps,
+        run.training.epochs,
+        run.progress.step,
+        training.chars_per_step,
+    )
+    with signals.installed(), display:
+        outcome = training.run_loop(display.on_step, display.on_epoch, signals)
+    _finish(folder, run, outcome, signals.received, json_summary)
+
+
+def _announce(folder: Path, training: Training) -> None:
+    run = training.run
+    print_line(f"Run folder: {folder}", style="bold")
+    corpus = run.corpus
+    settings = run.training
+    print_line(
+        f"corpus {corpus['name']}: {corpus['n_chars']:,} characters, "
+        f"{run.model.n_vocab} distinct; model {run.model.n_layers} x {run.model.n_hidden} "
+        f"LSTM, {training.model.n_params:,} parameters; batch {settings.batch_size} x "
+        f"{settings.seq_len}, {training.steps_per_epoch} steps per epoch, "
+        f"{training.total_steps} steps in total"
+    )
+
+
+def _finish(
+    folder: Path,
+    run: RunState,
+    outcome: Outcome,
+    signal_number: int | None,
+    json_summary: bool,
+) -> None:
+    """Print the summary and exit with the code that matches how training stopped."""
+    from .train import StopReason, exit_code_for_signal
+
+    print_summary(folder, run, outcome)
+    code = 0
+    if outcome.reason is StopReason.INTERRUPTED:
+        code = exit_code_for_signal(signal_number or 2)
+        latest = outcome.checkpoints.get("latest", folder / paths.LATEST)
+        print_line(f"Stopped; saved {latest}.", style="yellow")
+        print_line(f"Continue with: charlstm resume {shlex.quote(str(latest))}")
+    elif outcome.reason is not StopReason.COMPLETED:
+        code = 1
+        print_error(outcome.message, hint="lower --lr, or clip gradients with --clip")
+    if json_summary:
+        print_json(_summary_data(folder, run, outcome, code))
+    if code:
+        raise typer.Exit(code)
+
+
+def _summary_data(folder: Path, run: RunState, outcome: Outcome, code: int) -> dict:
+    progress = run.progress
+    last_epoch = next((r for r in reversed(run.history) if r["kind"] == "epoch"), None)
+    best = run.best_val_loss
+    return {
+        "run_dir": str(folder),
+        "stopped": outcome.reason.value,
+        "exit_code": code,
+        "steps": progress.step,
+        "steps_this_session": outcome.steps_run,
+        "epochs_completed": progress.epoch,
+        "seconds": outcome.seconds,
+        "chars_per_sec": outcome.chars_per_sec,
+        "last_epoch": last_epoch,
+        "final_val": outcome.final_val,
+        "best_val_loss": best,
+        "best_val_bpc": best / math.log(2) if best is not None else None,
+        "best_epoch": run.best_epoch,
+        "checkpoints": {kind: str(path) for kind, path in outcome.checkpoints.items()},
+    }
+
+
+# ----------------------------------------------------------------------------
+# generate
+
+CheckpointArg = Annotated[
+    Optional[Path],
+    typer.Argument(
+        help="Checkpoint file. Default: latest.ckpt of the most recent run.",
+        show_default=False,
+    ),
+]
+
+
+@app.command()
+@reports_errors
+def generate(
+    checkpoint: CheckpointArg = None,
+    seed: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Text that primes the model; it is printed before the generated text. "
+            "Default: the run's sample seed.",
+            show_default=False,
+        ),
+    ] = None,
+    length: Annotated[
+        int, typer.Option(min=1, help="Characters to generate per sample.")
+    ] = 500,
+    temperature: Annotated[
+        float,
+        typer.Option(
+            callback=_in_range(low=0.0),
+            help="Softmax temperature; lower is more conservative, 0 always takes the "
+            "most likely character.",
+        ),
+    ] = 0.8,
+    top_k: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Sample only from the k most likely characters; 0 disables."
+        ),
+    ] = 0,
+    top_p: Annotated[
+        float,
+        typer.Option(
+            callback=_in_range(low=0.0, high=1.0, low_open=True),
+            help="Sample from the smallest set of characters whose probability reaches p; "
+            "1 disables.",
+        ),
+    ] = 1.0,
+    rng_seed: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Seed for reproducible samples. Default: random.", show_default=False
+        ),
+    ] = None,
+    num_samples: Annotated[
+        int, typer.Option(min=1, help="Independent samples, separated by a '---' line.")
+    ] = 1,
+    drop_unknown: Annotated[
+        bool,
+        typer.Option(
+            help="Drop seed characters the model does not know instead of failing."
+        ),
+    ] = False,
+    threads: Threads = 0,
+    run_dir: RunDir = None,
+    verbose: Verbose = 0,
+) -> None:
+    """Generate text from a trained model, streaming it to stdout."""
+    from . import state
+    from .model import Sampler
+
+    setup_logging(verbose)
+    path = checkpoint or paths.default_checkpoint(paths.data_home(run_dir))
+    _set_threads(threads)
+    model, run = state.open_model(path)
+    prompt = _prompt_text(seed, run, drop_unknown)
+    if rng_seed is None:
+        rng_seed = secrets.randbits(63)
+    logger.info("checkpoint %s, rng seed %d", path, rng_seed)
+    with model, Sampler(model, rng_seed) as sampler:
+        for index in range(num_samples):
+            if index:
+                write_stdout("---\n")
+            _stream_sample(
+                sampler, run.vocab, prompt, length, (temperature, top_k, top_p)
+            )
+
+
+def _prompt_text(seed: str | None, run: RunState, drop_unknown: bool) -> str:
+    """Return the priming text, checked against the vocabulary."""
+    text = run.training.sample_seed if seed is None else seed
+    unknown = unknown_characters(text, run.vocab)
+    if unknown and not drop_unknown:
+        raise UserError(
+            f"the seed contains characters that are not in the model's vocabulary: "
+            f"{format_characters(unknown)}",
+            hint="pass --drop-unknown to leave them out, or use a seed written with the "
+            "characters of the training text",
+        )
+    if unknown:
+        text = "".join(char for char in text if char not in set(unknown))
+        print_warning(
+            f"dropped seed characters not in the vocabulary: {format_characters(unknown)}"
+        )
+    if not text:
+        if "\n" not in run.vocab:
+            raise UserError(
+                "the seed is empty and the model's vocabulary has no newline to start from",
+                hint="pass a --seed written with characters of the training text",
+            )
+        text = "\n"
+    return text
+
+
+def _stream_sample(
+    sampler, vocab: list[str], prompt: str, length: int, options
+) -> None:
+    """Write prompt plus `length` generated characters to stdout as they come."""
+    from .data import decode, encode
+
+    temperature, top_k, top_p = options
+    sampler.reset()
+    sampler.feed(encode(prompt, vocab))
+    write_stdout(prompt)
+    remaining = length
+    while remaining > 0:
+        count = min(GENERATE_CHUNK, remaining)
+        write_stdout(decode(sampler.generate(count, temperature, top_k, top_p), vocab))
+        remaining -= count
+    write_stdout("\n")
+
+
+# ----------------------------------------------------------------------------
+# resume
+
+_ARCHITECTURE_OPTIONS = {
+    "hidden_size": ("--hidden-size", "n_hidden"),
+    "layers": ("--layers", "n_layers"),
+    "batch_size": ("--batch-size", "batch_size"),
+    "seq_len": ("--seq-len", "seq_len"),
+}
+
+FixedInt = Annotated[
+    Optional[int],
+    typer.Option(help="Rejected: fixed by the checkpoint.", show_default=False),
+]
+
+
+@app.command()
+@reports_errors
+def resume(
+    checkpoint: CheckpointArg = None,
+    corpus: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Corpus file, when it moved since training. Default: the recorded path.",
+            show_default=False,
+        ),
+    ] = None,
+    allow_new_corpus: Annotated[
+        bool,
+        typer.Option(help="Continue on a corpus whose size or SHA-256 changed."),
+    ] = False,
+    epochs: Annotated[
+        Optional[int],
+        typer.Option(min=1, help="New total epoch limit.", show_default=False),
+    ] = None,
+    max_steps: MaxSteps = None,
+    lr: Annotated[
+        Optional[float],
+        typer.Option(
+            callback=_in_range(low=0.0, low_open=True),
+            help="New initial learning rate (the schedule applies on top).",
+            show_default=False,
+        ),
+    ] = None,
+    hidden_size: FixedInt = None,
+    layers: FixedInt = None,
+    batch_size: FixedInt = None,
+    seq_len: FixedInt = None,
+    threads: Threads = 0,
+    run_dir: RunDir = None,
+    json_summary: JsonSummary = False,
+    verbose: Verbose = 0,
+) -> None:
+    """Continue a run exactly where its checkpoint stopped."""
+    from . import state
+
+    setup_logging(verbose)
+    fixed = {"hidden_size": hidden_size, "layers": layers}
+    fixed |= {"batch_size": batch_size, "seq_len": seq_len}
+    path = checkpoint or paths.default_checkpoint(paths.data_home(run_dir))
+    tensors, run = state.load(path)
+    _reject_fixed_options(fixed, run)
+    text = _resume_corpus(run, corpus, allow_new_corpus)
+    _apply_limits(run, epochs, max_steps, lr)
+    folder = path.resolve().parent
+    paths.check_writable(folder)
+    _set_threads(threads)
+    model, trainer = _restore_engine(path, tensors, run)
+    _write_run_info(folder, "resume", run, threads)
+    _run_training(folder, model, trainer, run, text, json_summary, resumed_from=path)
+
+
+def _reject_fixed_options(given: dict[str, int | None], run: RunState) -> None:
+    for key, value in given.items():
+        if value is None:
+            continue
+        option, field_name = _ARCHITECTURE_OPTIONS[key]
+        stored = getattr(run.model, field_name, None)
+        if stored is None:
+            stored = getattr(run.training, field_name)
+        raise UserError(
+            f"{option} cannot change when resuming: the checkpoint's model and optimizer "
+            f"state were built for {option} {stored}",
+            hint=f"drop {option}, or start a new run with 'charlstm train {option} {value}'",
+            exit_code=2,
+        )
+
+
+def _resume_corpus(run: RunState, override: Path | None, allow_new: bool) -> str:
+    """Read the run's corpus and check it against the stored fingerprint."""
+    from .data import check_corpus_size
+
+    record = run.corpus
+    path = override or _recorded_corpus_path(record)
+    corpus = read_corpus(path, record.get("encoding", "utf-8"))
+    changes = []
+    if corpus.size_bytes != record["size_bytes"]:
+        changes.append(f"size {record['size_bytes']:,} -> {corpus.size_bytes:,} bytes")
+    if corpus.sha256 != record["sha256"]:
+        changes.append("SHA-256 differs")
+    if changes and not allow_new:
+        raise UserError(
+            f"corpus {corpus.path} differs from the one this run trained on "
+            f"({'; '.join(changes)})",
+            hint="pass the original file with --corpus, or --allow-new-corpus to "
+            "continue on this text",
+        )
+    if changes:
+        unknown = unknown_characters(corpus.text, run.vocab)
+        if unknown:
+            raise UserError(
+                f"corpus {corpus.path} contains characters outside the model's "
+                f"vocabulary: {format_characters(unknown)}",
+                hint="remove them from the text, or train a new model on it",
+            )
+        print_warning(f"continuing on a changed corpus ({'; '.join(changes)})")
+        _restart_epoch(run)
+        run.corpus = corpus.fingerprint() | {
+            "encoding": record.get("encoding", "utf-8")
+        }
+    elif str(corpus.path) != record["path"]:
+        run.corpus = record | {"path": str(corpus.path)}
+    settings = run.training
+    check_corpus_size(
+        corpus.n_chars,
+        settings.batch_size,
+        settings.seq_len,
+        settings.val_fraction,
+        str(corpus.path),
+    )
+    return corpus.text
+
+
+def _recorded_corpus_path(record: dict[str, Any]) -> Path:
+    """Return the recorded corpus path, or the bundled copy when that one moved."""
+    recorded = Path(record["path"])
+    if recorded.exists():
+        return recorded
+    bundled = bundled_corpus_path()
+    if (
+        bundled.name == record.get("name")
+        and bundled.stat().st_size == record["size_bytes"]
+    ):
+        return bundled
+    raise UserError(
+        f"corpus file not found: {recorded} (recorded in the checkpoint)",
+        hint="pass its new location with --corpus",
+    )
+
+
+def _restart_epoch(run: RunState) -> None:
+    """Start the current epoch over, because stream offsets index the old text."""
+    progress = run.progress
+    progress.epoch_step = 0
+    progress.epoch_loss_sum, progress.epoch_loss_steps = 0.0, 0
+    progress.stream_positions = []
+
+
+def _apply_limits(
+    run: RunState, epochs: int | None, max_steps: int | None, lr: float | None
+) -> None:
+    settings, progress = run.training, run.progress
+    for option, attribute, value in (
+        ("--epochs", "epochs", epochs),
+        ("--max-steps", "max_steps", max_steps),
+        ("--lr", "lr", lr),
+    ):
+        if value is not None and value != getattr(settings, attribute):
+            print_line(
+                f"{option}: {getattr(settings, attribute)} -> {value}", style="yellow"
+            )
+            setattr(settings, attribute, value)
+    if lr is not None:
+        progress.lr = settings.lr_for_epoch(progress.epoch)
+    if progress.epoch >= settings.epochs or (
+        settings.max_steps is not None and progress.step >= settings.max_steps
+    ):
+        limit = f"{settings.epochs} epochs"
+        if settings.max_steps is not None:
+            limit += f" or {settings.max_steps} steps"
+        raise UserError(
+            f"this run already reached its limit of {limit} "
+            f"(epoch {progress.epoch}, step {progress.step})",
+            hint="pass a larger --epochs or --max-steps to train further",
+        )
+    progress.finished = False
+
+
+def _restore_engine(path: Path, tensors, run: RunState) -> tuple[Model, Trainer]:
+    from . import state
+    from .train import build_trainer
+
+    model = state.build_model(run.model)
+    state.load_parameters(path, tensors, model)
+    trainer = build_trainer(model, run.training)
+    state.load_trainer_state(path, tensors, trainer, run.progress)
+    if not run.progress.stream_positions:
+        # a changed corpus: the carried state belongs to the old text
+        trainer.reset_state()
+    print_line(
+        f"Resuming {path} at epoch {run.progress.epoch + 1}, step {run.progress.step}",
+        style="bold",
+    )
+    return model, trainer
+
+
+report.register(app, wrap_command=reports_errors)
+
+
+def main() -> None:
+    """Run the charlstm command line (the console script's entry point)."""
+    app(prog_name="charlstm")

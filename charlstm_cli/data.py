@@ -1,0 +1,284 @@
+"""Corpus reading and validation, the character vocabulary, and batching.
+
+A corpus is read as text (UTF-8 unless --encoding names another codec), with
+a leading byte order mark removed and CRLF and CR line endings turned into LF. The
+vocabulary is every distinct character, sorted, and token ids index it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import math
+from array import array
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .errors import UserError
+
+BUNDLED_CORPUS = "shakespeare.txt"
+# Bytes checked for NUL, which text files never contain but binary files do.
+_BINARY_PROBE = 8192
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A corpus file's normalised text and the fingerprint of its raw bytes."""
+
+    path: Path
+    text: str
+    size_bytes: int
+    sha256: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def n_chars(self) -> int:
+        return len(self.text)
+
+    def fingerprint(self) -> dict:
+        """Return the checkpoint's `corpus` record."""
+        return {
+            "path": str(self.path),
+            "name": self.name,
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "n_chars": self.n_chars,
+        }
+
+
+def bundled_corpus_path() -> Path:
+    """Return the Shakespeare corpus installed with the package.
+
+    In a source checkout that was never installed, the package has no data
+    folder, so this falls back to the repository's examples/ copy.
+    """
+    installed = Path(str(resources.files("charlstm_cli"))) / "data" / BUNDLED_CORPUS
+    if installed.is_file():
+        return installed
+    checkout = Path(__file__).resolve().parent.parent / "examples" / BUNDLED_CORPUS
+    if checkout.is_file():
+        return checkout
+    raise UserError(
+        f"the bundled corpus {BUNDLED_CORPUS} is missing from {installed.parent}",
+        hint="reinstall charlstm, or pass your own text file with --corpus",
+    )
+
+
+def check_encoding(encoding: str) -> str:
+    """Return the codec's canonical name; raise UserError for an unknown one."""
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError:
+        raise UserError(
+            f"unknown text encoding {encoding!r}",
+            hint="use a Python codec name such as utf-8, latin-1 or cp1252",
+        ) from None
+
+
+def read_bytes(path: Path) -> bytes:
+    """Read a corpus file, turning the usual file-system failures into UserError."""
+    if not path.exists():
+        raise UserError(
+            f"corpus file not found: {path}", hint="check the path given to --corpus"
+        )
+    if path.is_dir():
+        raise UserError(
+            f"corpus path {path} is a directory, not a text file",
+            hint="pass one text file; join several with 'cat a.txt b.txt > all.txt'",
+        )
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UserError(
+            f"cannot read corpus file {path}: {exc.strerror or exc}"
+        ) from None
+
+
+def decode_text(raw: bytes, path: Path, encoding: str = "utf-8") -> str:
+    """Decode a corpus and normalise it: no BOM, LF line endings.
+
+    Raises UserError for an empty or binary file and for bytes that are
+    invalid in `encoding`, naming the byte offset of the first bad byte.
+    """
+    codec = check_encoding(encoding)
+    if not raw:
+        raise UserError(
+            f"corpus file {path} is empty", hint="train on a file that contains text"
+        )
+    nul = raw.find(b"\x00", 0, _BINARY_PROBE)
+    if nul >= 0 and not codec.startswith("utf-16") and not codec.startswith("utf-32"):
+        raise UserError(
+            f"corpus file {path} looks binary: it contains a NUL byte at offset {nul}",
+            hint="train on a plain text file",
+        )
+    try:
+        text = raw.decode(codec)
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start : exc.start + 1]
+        raise UserError(
+            f"corpus file {path} is not valid {codec}: byte 0x{bad.hex()} at offset "
+            f"{exc.start} cannot be decoded",
+            hint="if the file uses another encoding, name it with --encoding "
+            "(for example --encoding latin-1 or --encoding cp1252)",
+        ) from None
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    if not text:
+        raise UserError(
+            f"corpus file {path} is empty", hint="train on a file that contains text"
+        )
+    return text
+
+
+def read_corpus(path: Path, encoding: str = "utf-8") -> Corpus:
+    path = Path(path).expanduser().resolve()
+    raw = read_bytes(path)
+    text = decode_text(raw, path, encoding)
+    return Corpus(path, text, len(raw), hashlib.sha256(raw).hexdigest())
+
+
+def build_vocab(text: str) -> list[str]:
+    """Return every distinct character of `text`, sorted by code point."""
+    return sorted(set(text))
+
+
+def encode(text: str, vocab: Sequence[str]) -> array:
+    """Map `text` to int32 token ids; every character must be in `vocab`."""
+    index = {char: i for i, char in enumerate(vocab)}
+    return array("i", map(index.__getitem__, text))
+
+
+def decode(tokens: Sequence[int], vocab: Sequence[str]) -> str:
+    return "".join(vocab[token] for token in tokens)
+
+
+def unknown_characters(text: str, vocab: Sequence[str]) -> list[str]:
+    """Return the distinct characters of `text` missing from `vocab`, in order of appearance."""
+    known = set(vocab)
+    return list(dict.fromkeys(char for char in text if char not in known))
+
+
+def format_characters(chars: Sequence[str], limit: int = 20) -> str:
+    """Return chars as a comma-separated list of Python literals, e.g. 'é', '\\t'."""
+    shown = ", ".join(repr(char) for char in chars[:limit])
+    if len(chars) > limit:
+        shown += f" and {len(chars) - limit} more"
+    return shown
+
+
+def default_sample_seed(text: str) -> str:
+    """Return a short priming string for samples, taken from the corpus.
+
+    Prefers the most frequent speaker line among the first 200,000
+    characters, such as "Ham." or "MACBETH." in a play or "ROMEO:" in a
+    script: a line of at most three words that starts with a capital letter
+    and ends in '.' or ':'. Falls back to the first non-blank line, cut to 40
+    characters.
+    """
+    head = text[:200_000].split("\n")
+    speakers = Counter(
+        line
+        for line in head
+        if 2 <= len(line) <= 30
+        and line[0].isupper()
+        and line[-1] in ".:"
+        and len(line.split()) <= 3
+    )
+    if speakers:
+        line, count = speakers.most_common(1)[0]
+        if count >= 3:
+            return line + "\n"
+    for line in head:
+        if line.strip():
+            return line.strip()[:40] + "\n"
+    return text[:1]
+
+
+# ----------------------------------------------------------------------------
+# splitting and batching
+
+
+def split_validation(tokens: array, val_fraction: float) -> tuple[array, array]:
+    """Split tokens into (train, validation); validation is the last val_fraction."""
+    n_val = int(len(tokens) * val_fraction)
+    return tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val :]
+
+
+def min_stream_chars(batch_size: int, seq_len: int) -> int:
+    """Return the fewest characters that fill one (B, T) batch plus its targets."""
+    return batch_size * (seq_len + 1)
+
+
+def min_corpus_chars(batch_size: int, seq_len: int, val_fraction: float) -> int:
+    """Return the fewest corpus characters that give both splits one full batch."""
+    need = min_stream_chars(batch_size, seq_len)
+    if val_fraction <= 0:
+        return need
+    n = max(need, math.ceil(need / val_fraction), math.ceil(need / (1 - val_fraction)))
+    # int() truncation in split_validation can leave one split a character
+    # short of the estimate, so step up to the exact minimum.
+    while True:
+        n_val = int(n * val_fraction)
+        if n - n_val >= need and n_val >= need:
+            return n
+        n += 1
+
+
+def check_corpus_size(
+    n_chars: int, batch_size: int, seq_len: int, val_fraction: float, label: str
+) -> None:
+    """Raise UserError when a corpus of n_chars cannot fill one batch per split."""
+    need = min_corpus_chars(batch_size, seq_len, val_fraction)
+    if n_chars >= need:
+        return
+    held_out = (
+        f", with {val_fraction:.0%} held out for validation" if val_fraction > 0 else ""
+    )
+    raise UserError(
+        f"corpus {label} is too short: it has {n_chars} characters, but batch size "
+        f"{batch_size} and sequence length {seq_len} need at least {need}{held_out}",
+        hint="use a longer corpus, or lower --batch-size or --seq-len",
+    )
+
+
+class StreamBatcher:
+    """Cuts a token sequence into B parallel streams read T tokens at a time.
+
+    Stream b covers tokens[b*S : (b+1)*S] with S = len(tokens) // B. Batch k
+    holds tokens [k*T, k*T + T) of every stream as inputs and the same span
+    shifted by one as targets, so each stream's carried state continues from
+    one batch to the next. One epoch is n_batches batches; the last
+    (S - 1) % T tokens of each stream are not read.
+    """
+
+    def __init__(self, tokens: array, batch_size: int, seq_len: int):
+        self.tokens = tokens
+        self.batch_size = batch_size
+        self.seq_len = seq_len
+        self.stream_len = len(tokens) // batch_size
+        self.n_batches = max(0, (self.stream_len - 1) // seq_len)
+        self.starts = [b * self.stream_len for b in range(batch_size)]
+
+    def positions(self, batch_index: int) -> list[int]:
+        """Return each stream's offset into tokens for batch `batch_index`."""
+        return [start + batch_index * self.seq_len for start in self.starts]
+
+    def batch(self, batch_index: int) -> tuple[array, array]:
+        """Return (inputs, targets) for batch `batch_index`, each (B, T) row-major."""
+        if not 0 <= batch_index < self.n_batches:
+            raise IndexError(f"batch {batch_index} is outside 0..{self.n_batches - 1}")
+        inputs, targets = array("i"), array("i")
+        for position in self.positions(batch_index):
+            inputs.extend(self.tokens[position : position + self.seq_len])
+            targets.extend(self.tokens[position + 1 : position + self.seq_len + 1])
+        return inputs, targets
+
+    def batches(self, first: int = 0) -> Iterator[tuple[int, array, array]]:
+        for index in range(first, self.n_batches):
+            inputs, targets = self.batch(index)
+            yield index, inputs, targets

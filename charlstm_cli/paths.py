@@ -1,0 +1,146 @@
+"""Where runs live: the data home, run folders and their default checkpoints.
+
+Layout: ``<home>/runs/<name>/`` contains ``latest.ckpt``, ``best.ckpt``,
+``epoch-NNNN.ckpt``, ``metrics.jsonl`` and ``run.json``. The home is the
+``--run-dir`` option, else ``$CHARLSTM_HOME``, else the platform's user data
+folder (``platformdirs.user_data_path("charlstm")``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import platformdirs
+
+from .errors import UserError
+
+HOME_ENV = "CHARLSTM_HOME"
+LATEST = "latest.ckpt"
+BEST = "best.ckpt"
+METRICS = "metrics.jsonl"
+RUN_INFO = "run.json"
+
+# Files whose modification time marks a run's latest activity.
+_ACTIVITY_FILES = (LATEST, METRICS, RUN_INFO)
+_VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def data_home(override: Path | None = None) -> Path:
+    """Return the charlstm home: `override`, else $CHARLSTM_HOME, else the user data dir."""
+    if override is not None:
+        return Path(override).expanduser().resolve()
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    return platformdirs.user_data_path("charlstm")
+
+
+def runs_folder(home: Path) -> Path:
+    return home / "runs"
+
+
+def _last_activity(run: Path) -> float:
+    times = [run.stat().st_mtime]
+    for name in _ACTIVITY_FILES:
+        try:
+            times.append((run / name).stat().st_mtime)
+        except OSError:
+            pass
+    return max(times)
+
+
+def list_runs(home: Path) -> list[Path]:
+    """List run folders under `home`, most recently active first.
+
+    A run's activity time is the newest modification time of its folder,
+    latest.ckpt, metrics.jsonl and run.json, so a resumed run counts as new.
+    """
+    folder = runs_folder(home)
+    if not folder.is_dir():
+        return []
+    runs = [entry for entry in folder.iterdir() if entry.is_dir()]
+    runs.sort(key=lambda run: (_last_activity(run), run.name), reverse=True)
+    return runs
+
+
+def latest_run(home: Path) -> Path | None:
+    runs = list_runs(home)
+    return runs[0] if runs else None
+
+
+def default_checkpoint(home: Path) -> Path:
+    """Return latest.ckpt of the most recently active run that has one.
+
+    Raises UserError when no run under `home` has saved a checkpoint yet.
+    """
+    runs = list_runs(home)
+    for run in runs:
+        if (run / LATEST).is_file():
+            return run / LATEST
+    where = runs_folder(home)
+    if runs:
+        message = f"no run in {where} has saved a checkpoint yet"
+    else:
+        message = f"no training runs found in {where}"
+    raise UserError(
+        message,
+        hint="train a model with 'charlstm train', or pass a checkpoint path "
+        "(use --run-dir or CHARLSTM_HOME if your runs are elsewhere)",
+    )
+
+
+def check_run_name(name: str) -> None:
+    """Raise UserError unless `name` is usable as a single folder name."""
+    if not _VALID_NAME.match(name) or name in (".", ".."):
+        raise UserError(
+            f"invalid run name {name!r}",
+            hint="use letters, digits, '.', '_' and '-', starting with a letter or digit",
+        )
+
+
+def new_run_name(home: Path) -> str:
+    """Return an unused timestamp name such as 20240131-142501 (or ...-2)."""
+    base = time.strftime("%Y%m%d-%H%M%S")
+    folder = runs_folder(home)
+    name, suffix = base, 2
+    while (folder / name).exists():
+        name = f"{base}-{suffix}"
+        suffix += 1
+    return name
+
+
+def create_run_folder(home: Path, name: str | None) -> Path:
+    """Create and return a new, empty run folder under `home`.
+
+    Raises UserError when `name` is invalid or already taken, or when the
+    folder cannot be created.
+    """
+    if name is None:
+        name = new_run_name(home)
+    check_run_name(name)
+    run = runs_folder(home) / name
+    if run.exists():
+        raise UserError(
+            f"run folder {run} already exists",
+            hint=f"choose another --name, or continue it with 'charlstm resume {run / LATEST}'",
+        )
+    try:
+        run.mkdir(parents=True)
+    except OSError as exc:
+        raise UserError(
+            f"cannot create run folder {run}: {exc.strerror or exc}",
+            hint="choose a writable location with --run-dir or CHARLSTM_HOME",
+        ) from None
+    return run
+
+
+def check_writable(folder: Path) -> None:
+    """Raise UserError unless files can be created in `folder`."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(
+            f"run folder {folder} is not writable",
+            hint="fix its permissions, or train into another --run-dir",
+        )
