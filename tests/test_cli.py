@@ -1,0 +1,476 @@
+"""End-to-end command-line tests: real training of a tiny model, then sampling.
+
+Every test trains through the real C library on a corpus it writes itself;
+CHARLSTM_HOME points into tmp_path (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from charlstm_cli.checkpoint import load_checkpoint
+
+
+def read_metrics(run: Path) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("Error: ")]
+
+
+@pytest.fixture
+def trained(invoke, corpus, tiny, run_folders):
+    """Train the tiny model for 2 epochs; return (result, run folder)."""
+    result = invoke("train", "--corpus", corpus, *tiny, "--epochs", "2", "--name", "t")
+    assert result.exit_code == 0, result.output
+    (run,) = run_folders()
+    return result, run
+
+
+# ----------------------------------------------------------------------------
+# help and version
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["generate"], ["resume"]])
+def test_help_renders(invoke, command):
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.stdout
+
+
+def test_version_prints_package_version(invoke):
+    from charlstm_cli import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"charlstm {__version__}"
+
+
+# ----------------------------------------------------------------------------
+# train
+
+
+def test_train_writes_run_folder(trained):
+    result, run = trained
+    assert result.stdout == ""
+    assert f"Run folder: {run}" in result.stderr
+    assert "Training summary" in result.stderr
+    names = sorted(path.name for path in run.iterdir())
+    expected = [
+        "best.ckpt", "epoch-0001.ckpt", "epoch-0002.ckpt",
+        "latest.ckpt", "metrics.jsonl", "run.json",
+    ]  # fmt: skip
+    assert names == expected
+
+
+def test_train_loss_goes_down(trained):
+    _, run = trained
+    records = read_metrics(run)
+    steps = [r for r in records if r["kind"] == "step"]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert len(epochs) == 2
+    assert steps[-1]["loss"] < steps[0]["loss"] - 0.5
+    assert epochs[1]["val_loss"] < epochs[0]["val_loss"]
+    assert epochs[1]["val_bpc"] == pytest.approx(
+        epochs[1]["val_loss"] / 0.6931471805599453
+    )
+    assert 0.0 < epochs[1]["val_accuracy"] < 1.0
+
+
+def test_train_logs_every_interval(trained):
+    _, run = trained
+    steps = [r for r in read_metrics(run) if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == list(range(5, 85, 5))
+    assert set(steps[0]) == {
+        "kind", "step", "epoch", "loss", "grad_norm", "lr", "chars_per_sec", "elapsed",
+    }  # fmt: skip
+
+
+def test_train_checkpoint_metadata(trained, corpus):
+    _, run = trained
+    tensors, metadata = load_checkpoint(run / "latest.ckpt")
+    assert metadata["model"]["n_hidden"] == 16
+    assert metadata["vocab"] == sorted(set(corpus.read_text()))
+    assert metadata["corpus"]["path"] == str(corpus.resolve())
+    assert metadata["progress"]["epoch"] == 2
+    assert metadata["progress"]["step"] == 84
+    assert metadata["progress"]["finished"] is True
+    assert metadata["history"] == read_metrics(run)
+    assert tensors["state.h"].shape == (1, 4, 16)
+    assert tensors["model.lstm.0.w_hh"].shape == (16, 64)
+    assert "optim.moment2.out.bias" in tensors
+
+
+def test_train_prints_epoch_sample_with_seed(trained):
+    result, run = trained
+    _, metadata = load_checkpoint(run / "latest.ckpt")
+    seed = metadata["training"]["sample_seed"]
+    # the corpus's most frequent speaker line primes the sample
+    assert seed in ("KING.\n", "QUEEN.\n", "LORD.\n")
+    assert "epoch 2/2 done" in result.stderr
+    assert f"sample:\n{seed}" in result.stderr
+
+
+def test_train_json_summary_on_stdout(invoke, corpus, tiny):
+    result = invoke("train", "--corpus", corpus, *tiny, "--epochs", "1", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["stopped"] == "completed"
+    assert summary["steps"] == 42
+    assert summary["best_epoch"] == 1
+    assert Path(summary["checkpoints"]["latest"]).is_file()
+
+
+def test_train_max_steps_stops_mid_epoch(invoke, corpus, tiny, run_folders):
+    result = invoke("train", "--corpus", corpus, *tiny, "--max-steps", "12", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == 12
+    assert summary["epochs_completed"] == 0
+    assert summary["final_val"]["val_loss"] > 0
+    (run,) = run_folders()
+    _, metadata = load_checkpoint(run / "latest.ckpt")
+    assert metadata["progress"]["epoch_step"] == 12
+    assert not (run / "best.ckpt").exists()
+
+
+def test_train_keep_epochs_prunes_old_files(invoke, corpus, tiny, run_folders):
+    result = invoke(
+        "train", "--corpus", corpus, *tiny, "--epochs", "3", "--keep-epochs", "1"
+    )
+    assert result.exit_code == 0, result.output
+    (run,) = run_folders()
+    assert sorted(p.name for p in run.glob("epoch-*.ckpt")) == ["epoch-0003.ckpt"]
+
+
+def test_train_step_schedule_halves_lr(invoke, corpus, tiny, run_folders):
+    args = [
+        "--epochs",
+        "2",
+        "--lr",
+        "0.01",
+        "--lr-schedule",
+        "step",
+        "--lr-decay-every",
+        "1",
+    ]
+    result = invoke("train", "--corpus", corpus, *tiny, *args)
+    assert result.exit_code == 0, result.output
+    (run,) = run_folders()
+    epochs = [r for r in read_metrics(run) if r["kind"] == "epoch"]
+    assert epochs[0]["lr"] == pytest.approx(0.01)
+    assert epochs[1]["lr"] == pytest.approx(0.005)
+
+
+def test_train_non_finite_loss_stops(invoke, corpus, tiny, run_folders):
+    result = invoke("train", "--corpus", corpus, *tiny, "--lr", "1e38", "--clip", "0")
+    assert result.exit_code == 1, result.output
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1
+    assert "NaN or infinite" in errors[0]
+    (run,) = run_folders()
+    assert not (run / "latest.ckpt").exists()
+
+
+def test_train_divergence_stops(invoke, corpus, tiny):
+    args = ["--optimizer", "sgd", "--momentum", "0", "--lr", "100", "--clip", "0"]
+    result = invoke("train", "--corpus", corpus, *tiny, *args)
+    assert result.exit_code == 1, result.output
+    assert "3 times the first step's loss" in result.stderr
+    assert "Hint: lower --lr" in result.stderr
+
+
+def test_nonfinite_resume_keeps_checkpoint(trained, invoke):
+    _, run = trained
+    before = (run / "latest.ckpt").read_bytes()
+    result = invoke("resume", "--epochs", "3", "--lr", "1e38", "--clip", "0")
+    # --clip is not a resume option: usage error, nothing changes
+    assert result.exit_code == 2
+    result = invoke("resume", "--epochs", "3", "--lr", "1e38")
+    assert result.exit_code == 1, result.output
+    assert f"the last good checkpoint is {run / 'latest.ckpt'}" in result.stderr
+    assert (run / "latest.ckpt").read_bytes() == before
+
+
+# ----------------------------------------------------------------------------
+# generate
+
+
+def test_generate_streams_text_to_stdout(trained, invoke):
+    result = invoke(
+        "generate", "--seed", "KING.\n", "--length", "150", "--rng-seed", "4"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert result.stdout.startswith("KING.\n")
+    assert len(result.stdout) == len("KING.\n") + 150 + 1
+
+
+def test_generate_same_rng_seed_same_text(trained, invoke):
+    first = invoke("generate", "--length", "80", "--rng-seed", "9")
+    second = invoke("generate", "--length", "80", "--rng-seed", "9")
+    other = invoke("generate", "--length", "80", "--rng-seed", "10")
+    assert first.stdout == second.stdout
+    assert first.stdout != other.stdout
+
+
+def test_generate_greedy_ignores_rng_seed(trained, invoke):
+    first = invoke(
+        "generate", "--length", "60", "--temperature", "0", "--rng-seed", "1"
+    )
+    second = invoke(
+        "generate", "--length", "60", "--temperature", "0", "--rng-seed", "2"
+    )
+    assert first.exit_code == 0, first.output
+    assert first.stdout == second.stdout
+
+
+def test_generate_default_seed_from_training(trained, invoke):
+    _, run = trained
+    _, metadata = load_checkpoint(run / "latest.ckpt")
+    result = invoke("generate", "--length", "10")
+    assert result.stdout.startswith(metadata["training"]["sample_seed"])
+
+
+def test_generate_num_samples_separated(trained, invoke):
+    result = invoke("generate", "--length", "30", "--num-samples", "3", "--seed", "K")
+    assert result.exit_code == 0, result.output
+    samples = result.stdout.split("---\n")
+    assert len(samples) == 3
+    assert all(sample.startswith("K") and len(sample) == 32 for sample in samples)
+
+
+def test_generate_explicit_checkpoint_path(trained, invoke):
+    _, run = trained
+    result = invoke("generate", run / "best.ckpt", "--length", "5", "--seed", "K")
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout) == 7
+
+
+def test_generate_top_k_one_is_greedy(trained, invoke):
+    greedy = invoke("generate", "--length", "40", "--temperature", "0", "--seed", "K")
+    top1 = invoke("generate", "--length", "40", "--top-k", "1", "--seed", "K")
+    assert top1.stdout == greedy.stdout
+
+
+def test_generate_unknown_seed_characters(trained, invoke):
+    result = invoke("generate", "--seed", "KING\u00e9\t\u20ac")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1
+    assert "'\u00e9', '\\t', '\u20ac'" in errors[0]
+    assert "Hint: pass --drop-unknown" in result.stderr
+
+
+def test_generate_drop_unknown(trained, invoke):
+    result = invoke(
+        "generate", "--seed", "KI\u00e9NG", "--drop-unknown", "--length", "5"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("KING")
+    assert "dropped seed characters" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["-0.5", "nan", "inf", "warm"])
+def test_generate_bad_temperature(trained, invoke, value):
+    result = invoke("generate", "--temperature", value)
+    assert result.exit_code == 2
+    assert "--temperature" in result.stderr
+    assert result.stdout == ""
+
+
+def test_generate_without_runs(invoke, charlstm_home):
+    result = invoke("generate")
+    assert result.exit_code == 1
+    assert error_lines(result.stderr) == [
+        f"Error: no training runs found in {charlstm_home / 'runs'}"
+    ]
+    assert "charlstm train" in result.stderr
+
+
+def test_generate_truncated_checkpoint(trained, invoke, tmp_path):
+    _, run = trained
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes((run / "latest.ckpt").read_bytes()[:5000])
+    result = invoke("generate", broken)
+    assert result.exit_code == 1
+    (error,) = error_lines(result.stderr)
+    assert str(broken) in error
+    assert "truncated" in error
+    assert "Traceback" not in result.output
+
+
+def test_generate_foreign_checkpoint(invoke, tmp_path):
+    foreign = tmp_path / "model.pt"
+    with zipfile.ZipFile(foreign, "w") as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+    result = invoke("generate", foreign)
+    assert result.exit_code == 1
+    (error,) = error_lines(result.stderr)
+    assert str(foreign) in error
+    assert "not a charlstm checkpoint" in error
+
+
+# ----------------------------------------------------------------------------
+# bad training input: one error line, exit 1, no run folder
+
+
+def assert_rejected(result, run_folders, *fragments: str, code: int = 1) -> str:
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    assert run_folders() == []
+    if code == 2:
+        text = result.stderr
+    else:
+        (text,) = error_lines(result.stderr)
+    for fragment in fragments:
+        assert fragment in text
+    return text
+
+
+def test_train_missing_corpus(invoke, tiny, tmp_path, run_folders):
+    missing = tmp_path / "missing.txt"
+    result = invoke("train", "--corpus", missing, *tiny)
+    assert_rejected(result, run_folders, "corpus file not found", str(missing))
+
+
+def test_train_directory_corpus(invoke, tiny, tmp_path, run_folders):
+    result = invoke("train", "--corpus", tmp_path, *tiny)
+    assert_rejected(result, run_folders, "is a directory", str(tmp_path))
+
+
+def test_train_empty_corpus(invoke, tiny, tmp_path, run_folders):
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    assert_rejected(invoke("train", "--corpus", empty, *tiny), run_folders, "is empty")
+
+
+def test_train_binary_corpus(invoke, tiny, tmp_path, run_folders):
+    binary = tmp_path / "image.png"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    result = invoke("train", "--corpus", binary, *tiny)
+    assert_rejected(result, run_folders, "looks binary", "offset 8")
+
+
+def test_train_non_utf8_corpus(invoke, tiny, tmp_path, text_maker, run_folders):
+    latin = tmp_path / "latin.txt"
+    text = text_maker(3000)
+    latin.write_bytes(
+        text[:100].encode() + "caf\u00e9 ".encode("latin-1") + text.encode()
+    )
+    result = invoke("train", "--corpus", latin, *tiny)
+    assert_rejected(result, run_folders, "not valid utf-8", "offset 103")
+    assert "--encoding" in result.stderr
+    fixed = invoke(
+        "train", "--corpus", latin, "--encoding", "latin-1", *tiny, "--max-steps", "2"
+    )
+    assert fixed.exit_code == 0, fixed.output
+
+
+def test_train_corpus_too_short(invoke, tiny, tmp_path, text_maker, run_folders):
+    short = tmp_path / "short.txt"
+    short.write_text(text_maker(500))
+    result = invoke("train", "--corpus", short, *tiny)
+    text = assert_rejected(result, run_folders, "too short", "500 characters")
+    assert "at least 680" in text
+
+
+def test_train_single_character_corpus(invoke, tiny, tmp_path, run_folders):
+    same = tmp_path / "a.txt"
+    same.write_text("a" * 2000)
+    result = invoke("train", "--corpus", same, *tiny)
+    assert_rejected(result, run_folders, "only 1 distinct character")
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--hidden-size", "0"),
+        ("--layers", "-1"),
+        ("--layers", "9"),
+        ("--seq-len", "0"),
+        ("--batch-size", "-4"),
+        ("--epochs", "0"),
+        ("--lr", "0"),
+        ("--lr", "nan"),
+        ("--dropout", "1"),
+        ("--val-fraction", "0.9"),
+        ("--optimizer", "rmsprop"),
+    ],
+)
+def test_train_bad_option_values(invoke, corpus, run_folders, option, value):
+    result = invoke("train", "--corpus", corpus, option, value)
+    assert_rejected(result, run_folders, option, code=2)
+
+
+def test_train_unknown_sample_seed(invoke, corpus, tiny, run_folders):
+    result = invoke("train", "--corpus", corpus, *tiny, "--sample-seed", "Z\u00e9")
+    assert_rejected(result, run_folders, "--sample-seed", "'Z', '\u00e9'")
+
+
+def test_train_unwritable_run_folder(invoke, corpus, tiny, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the run home should be")
+    result = invoke("train", "--corpus", corpus, *tiny, "--run-dir", blocker / "home")
+    assert result.exit_code == 1
+    (error,) = error_lines(result.stderr)
+    assert "cannot create run folder" in error
+    assert str(blocker) in error
+    assert blocker.read_text() == "a file where the run home should be"
+
+
+def test_train_existing_run_name(trained, invoke, corpus, tiny):
+    _, run = trained
+    before = sorted(p.name for p in run.iterdir())
+    result = invoke("train", "--corpus", corpus, *tiny, "--name", run.name)
+    assert result.exit_code == 1
+    assert "already exists" in result.stderr
+    assert "charlstm resume" in result.stderr
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_debug_env_shows_traceback(invoke, tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("CHARLSTM_DEBUG", "1")
+    result = invoke("train", "--corpus", tmp_path / "missing.txt", *tiny)
+    assert result.exit_code == 1
+    assert type(result.exception).__name__ == "UserError"
+
+
+# ----------------------------------------------------------------------------
+# python -m charlstm_cli in a real process
+
+
+def test_module_train_and_generate(run_module, corpus, tiny):
+    trained = run_module("train", "--corpus", corpus, *tiny, "--epochs", "1", "--json")
+    assert trained.returncode == 0, trained.stderr
+    summary = json.loads(trained.stdout)
+    assert summary["epochs_completed"] == 1
+    generated = run_module(
+        "generate", "--length", "40", "--seed", "KING.\n", "--rng-seed", "1"
+    )
+    assert generated.returncode == 0, generated.stderr
+    assert generated.stdout.startswith("KING.\n")
+    assert len(generated.stdout) == len("KING.\n") + 40 + 1
+    assert generated.stderr == ""
+
+
+def test_module_usage_error_exit_code(run_module):
+    result = run_module("train", "--batch-size", "0")
+    assert result.returncode == 2
+    assert "--batch-size" in result.stderr
+
+
+def test_module_verbose_logs_kernel(run_module, corpus, tiny):
+    quiet = run_module("train", "--corpus", corpus, *tiny, "--max-steps", "1")
+    loud = run_module("-v", "train", "--corpus", corpus, *tiny, "--max-steps", "1")
+    assert quiet.returncode == 0, quiet.stderr
+    assert loud.returncode == 0, loud.stderr
+    assert "kernels:" not in quiet.stderr
+    assert "kernels:" in loud.stderr

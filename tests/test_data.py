@@ -1,0 +1,237 @@
+"""Corpus reading, vocabulary, batching and run-folder paths, without training."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from array import array
+from pathlib import Path
+
+import pytest
+
+from charlstm_cli import paths
+from charlstm_cli.data import (
+    StreamBatcher,
+    build_vocab,
+    check_corpus_size,
+    decode,
+    default_sample_seed,
+    encode,
+    format_characters,
+    min_corpus_chars,
+    read_corpus,
+    split_validation,
+    unknown_characters,
+)
+from charlstm_cli.errors import UserError
+
+
+def write(tmp_path: Path, data: bytes, name: str = "c.txt") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+# ----------------------------------------------------------------------------
+# reading
+
+
+def test_read_removes_bom_and_normalises_newlines(tmp_path):
+    path = write(tmp_path, b"\xef\xbb\xbfone\r\ntwo\rthree\n")
+    corpus = read_corpus(path)
+    assert corpus.text == "one\ntwo\nthree\n"
+    assert corpus.size_bytes == 18
+    assert corpus.n_chars == 14
+    assert corpus.path == path.resolve()
+
+
+def test_read_fingerprint_is_sha256_of_raw_bytes(tmp_path):
+    raw = "caf\u00e9\r\n".encode()
+    corpus = read_corpus(write(tmp_path, raw))
+    assert corpus.sha256 == hashlib.sha256(raw).hexdigest()
+    assert corpus.fingerprint()["size_bytes"] == len(raw)
+
+
+def test_read_other_encoding(tmp_path):
+    path = write(tmp_path, "na\u00efve".encode("latin-1"))
+    assert read_corpus(path, "latin-1").text == "na\u00efve"
+
+
+def test_read_invalid_utf8_names_offset(tmp_path):
+    path = write(tmp_path, b"abc\n" + "d\u00e9f".encode("latin-1"))
+    with pytest.raises(UserError) as info:
+        read_corpus(path)
+    assert "offset 5" in info.value.message
+    assert "0xe9" in info.value.message
+    assert "--encoding" in info.value.hint
+
+
+def test_read_binary_file_rejected(tmp_path):
+    path = write(tmp_path, b"PK\x03\x04\x00\x00binary")
+    with pytest.raises(UserError) as info:
+        read_corpus(path)
+    assert "binary" in info.value.message
+    assert "offset 4" in info.value.message
+
+
+@pytest.mark.parametrize("data", [b"", b"\xef\xbb\xbf"])
+def test_read_empty_file_rejected(tmp_path, data):
+    with pytest.raises(UserError, match="is empty"):
+        read_corpus(write(tmp_path, data))
+
+
+def test_read_missing_file_rejected(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        read_corpus(tmp_path / "nope.txt")
+
+
+def test_read_directory_rejected(tmp_path):
+    with pytest.raises(UserError, match="is a directory"):
+        read_corpus(tmp_path)
+
+
+def test_read_unknown_encoding_rejected(tmp_path):
+    with pytest.raises(UserError, match="unknown text encoding 'klingon'"):
+        read_corpus(write(tmp_path, b"abc"), "klingon")
+
+
+# ----------------------------------------------------------------------------
+# vocabulary
+
+
+def test_vocab_sorted_distinct_characters():
+    assert build_vocab("banana\n") == ["\n", "a", "b", "n"]
+
+
+def test_encode_decode_round_trip():
+    vocab = build_vocab("hello world")
+    tokens = encode("hello world", vocab)
+    assert tokens.typecode == "i"
+    assert decode(tokens, vocab) == "hello world"
+
+
+def test_unknown_characters_in_order_of_appearance():
+    assert unknown_characters("x\u00e9yx\u20ac", ["x", "y"]) == ["\u00e9", "\u20ac"]
+
+
+def test_format_characters_uses_repr_and_limit():
+    assert format_characters(["\t", "\u00e9"]) == "'\\t', '\u00e9'"
+    assert format_characters(list("abcd"), limit=2) == "'a', 'b' and 2 more"
+
+
+def test_default_sample_seed_prefers_speaker_line():
+    text = "Title\n\nHAM.\nTo be.\n\nHOR.\nAy.\n\nHAM.\nNo.\n\nHAM.\nYes.\n"
+    assert default_sample_seed(text) == "HAM.\n"
+
+
+def test_default_sample_seed_falls_back_to_first_line():
+    assert default_sample_seed("\n\n  just prose here\nmore") == "just prose here\n"
+
+
+# ----------------------------------------------------------------------------
+# splitting and batching
+
+
+def test_split_validation_takes_the_end():
+    tokens = array("i", range(100))
+    train, val = split_validation(tokens, 0.1)
+    assert list(train) == list(range(90))
+    assert list(val) == list(range(90, 100))
+
+
+def test_batcher_streams_and_shifted_targets():
+    tokens = array("i", range(40))
+    batcher = StreamBatcher(tokens, batch_size=2, seq_len=3)
+    # streams: 0..19 and 20..39; (20 - 1) // 3 = 6 batches per epoch
+    assert batcher.n_batches == 6
+    inputs, targets = batcher.batch(0)
+    assert list(inputs) == [0, 1, 2, 20, 21, 22]
+    assert list(targets) == [1, 2, 3, 21, 22, 23]
+    inputs, targets = batcher.batch(1)
+    assert list(inputs) == [3, 4, 5, 23, 24, 25]
+    assert batcher.positions(1) == [3, 23]
+
+
+def test_batcher_last_batch_stays_inside_each_stream():
+    tokens = array("i", range(40))
+    batcher = StreamBatcher(tokens, batch_size=2, seq_len=3)
+    _, targets = batcher.batch(batcher.n_batches - 1)
+    assert list(targets) == [16, 17, 18, 36, 37, 38]
+    with pytest.raises(IndexError):
+        batcher.batch(batcher.n_batches)
+
+
+def test_min_corpus_chars_is_exact():
+    for batch_size, seq_len, fraction in [(4, 16, 0.1), (32, 64, 0.1), (3, 5, 0.3)]:
+        need = min_corpus_chars(batch_size, seq_len, fraction)
+        per_split = batch_size * (seq_len + 1)
+        n_val = int(need * fraction)
+        assert need - n_val >= per_split
+        assert n_val >= per_split
+        n_val_short = int((need - 1) * fraction)
+        assert need - 1 - n_val_short < per_split or n_val_short < per_split
+
+
+def test_min_corpus_chars_without_validation():
+    assert min_corpus_chars(4, 16, 0.0) == 68
+
+
+def test_check_corpus_size_names_minimum():
+    with pytest.raises(UserError) as info:
+        check_corpus_size(500, 4, 16, 0.1, "c.txt")
+    assert "500 characters" in info.value.message
+    assert f"at least {min_corpus_chars(4, 16, 0.1)}" in info.value.message
+    assert "--batch-size" in info.value.hint
+
+
+# ----------------------------------------------------------------------------
+# paths
+
+
+def test_data_home_precedence(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHARLSTM_HOME", str(tmp_path / "env"))
+    assert paths.data_home(tmp_path / "option") == tmp_path / "option"
+    assert paths.data_home(None) == tmp_path / "env"
+    monkeypatch.delenv("CHARLSTM_HOME")
+    assert paths.data_home(None).name == "charlstm"
+
+
+def test_list_runs_most_recent_first(tmp_path):
+    old = paths.create_run_folder(tmp_path, "old")
+    new = paths.create_run_folder(tmp_path, "new")
+    now = time.time()
+    os.utime(old, (now - 100, now - 100))
+    os.utime(new, (now - 200, now - 200))
+    (old / paths.METRICS).write_text("")
+    os.utime(old / paths.METRICS, (now, now))
+    assert paths.list_runs(tmp_path) == [old, new]
+    assert paths.latest_run(tmp_path) == old
+
+
+def test_default_checkpoint_skips_runs_without_one(tmp_path):
+    with_checkpoint = paths.create_run_folder(tmp_path, "a")
+    (with_checkpoint / paths.LATEST).write_bytes(b"x")
+    empty = paths.create_run_folder(tmp_path, "b")
+    now = time.time()
+    os.utime(with_checkpoint / paths.LATEST, (now - 50, now - 50))
+    os.utime(with_checkpoint, (now - 50, now - 50))
+    os.utime(empty, (now, now))
+    assert paths.default_checkpoint(tmp_path) == with_checkpoint / paths.LATEST
+
+
+def test_default_checkpoint_without_runs_explains(tmp_path):
+    with pytest.raises(UserError) as info:
+        paths.default_checkpoint(tmp_path)
+    assert "no training runs found" in info.value.message
+    assert "charlstm train" in info.value.hint
+
+
+def test_run_names_are_unique_and_checked(tmp_path):
+    first = paths.create_run_folder(tmp_path, None)
+    second = paths.create_run_folder(tmp_path, None)
+    assert first != second
+    with pytest.raises(UserError, match="already exists"):
+        paths.create_run_folder(tmp_path, first.name)
+    with pytest.raises(UserError, match="invalid run name"):
+        paths.create_run_folder(tmp_path, "../escape")
