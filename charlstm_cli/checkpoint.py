@@ -130,6 +130,7 @@ def save_checkpoint(
         _fsync_folder(path.parent)
     except OSError as exc:
         raise _write_error(path, exc) from exc
+    _remove_stale_temp_files(path)
 
 
 def _validate_tensors(tensors: dict[str, Tensor]) -> list[tuple[str, Tensor]]:
@@ -223,6 +224,27 @@ def _fsync_folder(folder: Path) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def _remove_stale_temp_files(path: Path) -> None:
+    """Delete temp files for `path` left by saves whose process was killed (SIGKILL).
+
+    Only POSIX is handled, where os.kill(pid, 0) tests whether a process exists.
+    A reused pid makes a stale file look live, so it is kept until a later save.
+    """
+    if os.name != "posix":
+        return
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.tmp-(\d+)$")
+    for entry in path.parent.iterdir():
+        match = pattern.match(entry.name)
+        if match is None or int(match.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            _remove_quietly(entry)
+        except OSError:
+            pass  # the process exists but belongs to another user
 
 
 def _remove_quietly(path: Path) -> None:

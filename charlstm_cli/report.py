@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,12 +21,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from . import paths
 from .checkpoint import DTYPE_SIZES, CheckpointError, read_checkpoint_summary
 from .errors import UserError
 
 _VOCAB_PREVIEW_CHARS = 120
+_VOCAB_LINE_CHARS = 40
 _CHAR_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
 # Bytes read from the end of metrics.jsonl to find a run's last step.
 _METRICS_TAIL_BYTES = 64 * 1024
@@ -233,9 +236,28 @@ def render_summary(summary: dict[str, Any]) -> Table:
     )
     for rows in sections:
         for field, value in rows:
-            table.add_row(field, escape(value))
+            table.add_row(field, value if isinstance(value, Text) else Text(value))
         table.add_section()
     return table
+
+
+def _vocab_lines(preview: str, width: int = _VOCAB_LINE_CHARS) -> Text:
+    """Break an escaped vocabulary preview into lines without splitting an escape.
+
+    Rich would otherwise wrap at the space character, which reads as a break
+    between characters rather than as the space in the vocabulary.
+    """
+    units = re.findall(
+        r"\\(?:x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8}|.)|.", preview, re.DOTALL
+    )
+    lines, line = [], ""
+    for unit in units:
+        if len(line) + len(unit) > width:
+            lines.append(line)
+            line = ""
+        line += unit
+    lines.append(line)
+    return Text("\n".join(lines), no_wrap=True, overflow="ellipsis")
 
 
 def _text(value: Any, fmt: str = "") -> str:
@@ -316,7 +338,7 @@ def _validation_rows(validation: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _corpus_rows(
     corpus: dict[str, Any], vocab: dict[str, Any]
-) -> list[tuple[str, str]]:
+) -> list[tuple[str, str | Text]]:
     size = corpus["size_bytes"]
     sha256 = corpus["sha256"]
     return [
@@ -328,7 +350,7 @@ def _corpus_rows(
             else f"{format_bytes(size)}, {_text(corpus['n_chars'], ',')} characters",
         ),
         ("corpus SHA-256", "-" if sha256 is None else sha256[:16] + "…"),
-        ("vocabulary", _text(vocab["preview"])),
+        ("vocabulary", _vocab_lines(vocab["preview"]) if vocab["preview"] else "-"),
     ]
 
 
@@ -577,8 +599,11 @@ def _plot_title(title: str, records: list[dict[str, Any]]) -> str:
 
 def _draw_losses(axes, records: list[dict[str, Any]]) -> None:
     steps, losses = _series(records, "step", "loss")
-    if steps:
-        span = min(100, max(1, len(losses) // 20))
+    # Smooth over about 5% of the records, so short runs are drawn raw.
+    span = min(100, len(losses) // 20)
+    if steps and span < 2:
+        axes.plot(steps, losses, color="tab:blue", linewidth=1.8, label="train loss")
+    elif steps:
         axes.plot(
             steps,
             losses,
@@ -641,9 +666,14 @@ def _draw_accuracy(axes, records: list[dict[str, Any]]) -> None:
 
 
 def _draw_learning_rate(axes, records: list[dict[str, Any]]) -> None:
-    steps, rates = _series(records, "step", "lr")
-    if not steps:
-        steps, rates = _series(records, "epoch", "lr")
+    # Epoch records carry the rate at the end of each epoch, after the last step record.
+    points = [
+        *zip(*_series(records, "step", "lr")),
+        *zip(*_series(records, "epoch", "lr")),
+    ]
+    points.sort()
+    steps = [step for step, _ in points]
+    rates = [rate for _, rate in points]
     axes.set_ylabel("learning rate")
     axes.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     if steps:
@@ -789,24 +819,25 @@ def _last_logged_step(metrics: Path) -> int | None:
 
 
 def render_runs(rows: list[dict[str, Any]], folder: Path) -> Table:
-    table = Table(title=f"Runs in {escape(str(folder))}", title_justify="left")
-    for name, justify in (
-        ("run", "left"),
-        ("corpus", "left"),
-        ("size", "right"),
-        ("steps", "right"),
-        ("best val loss", "right"),
-        ("last modified", "left"),
-    ):
-        table.add_column(name, justify=justify)
+    table = Table(
+        title=f"Runs in {escape(str(folder))}",
+        title_justify="left",
+        box=None,
+        pad_edge=False,
+        header_style="bold",
+    )
+    table.add_column("run", no_wrap=True)
+    table.add_column("corpus", overflow="ellipsis", max_width=24)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("steps", justify="right", no_wrap=True)
+    table.add_column("best val loss", justify="right", no_wrap=True)
+    table.add_column("modified", no_wrap=True)
     for row in rows:
         size = "-"
         if row["n_layers"] is not None and row["n_hidden"] is not None:
             size = f"{row['n_layers']}×{row['n_hidden']}"
         best = row["best_val_loss"]
-        best_text = (
-            "-" if best is None else f"{best:.4f} ({bits_per_char(best):.2f} bpc)"
-        )
+        best_text = "-" if best is None else f"{best:.4f}"
         corpus = escape(_text(row["corpus"]))
         if row["error"] is not None:
             corpus = "[red]unreadable[/red]"

@@ -9,6 +9,8 @@ import json
 import os
 import pickle
 import struct
+import subprocess
+import sys
 import zipfile
 from array import array
 from pathlib import Path
@@ -567,6 +569,28 @@ def test_temp_file_name_recognisable(saved: Path, monkeypatch):
     monkeypatch.setattr(os, "replace", spy)
     save_checkpoint(saved, {}, {})
     assert seen == [f".latest.ckpt.tmp-{os.getpid()}"]
+
+
+@pytest.mark.skipif(
+    os.name != "posix", reason="stale temp files are detected by pid on POSIX only"
+)
+def test_save_removes_stale_temp_files(saved: Path):
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_pid = int(finished.stdout)
+    stale = saved.parent / f".latest.ckpt.tmp-{dead_pid}"
+    live = saved.parent / f".latest.ckpt.tmp-{os.getppid()}"
+    other = saved.parent / f".best.ckpt.tmp-{dead_pid}"
+    for path in (stale, live, other):
+        path.write_bytes(b"partial")
+    save_checkpoint(saved, sample_tensors(), {})
+    assert not stale.exists()
+    assert live.exists()
+    assert other.exists()
 
 
 # ---------------------------------------------------------------------------
