@@ -1,0 +1,258 @@
+"""Resume: bit-identical continuation, signals, and what resume rejects."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from charlstm_cli.checkpoint import load_checkpoint
+
+# Fields that measure wall-clock time, so they differ between any two runs.
+TIMING_FIELDS = {"elapsed", "chars_per_sec"}
+# Dropout and the step schedule make resume depend on the RNG and the lr too.
+EXACT_OPTIONS = ["--dropout", "0.2", "--lr-schedule", "step", "--lr-decay-every", "1"]
+
+
+def without_timing(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records]
+
+
+def train_run(invoke, corpus, tiny, name: str, *extra: str) -> Path:
+    """Train the tiny model into run `name`; return its run folder."""
+    result = invoke(
+        "train", "--corpus", corpus, *tiny, "--name", name, "--json", *extra
+    )
+    assert result.exit_code == 0, result.output
+    return Path(json.loads(result.stdout)["run_dir"])
+
+
+def assert_same_checkpoint(left: Path, right: Path) -> None:
+    left_tensors, left_meta = load_checkpoint(left)
+    right_tensors, right_meta = load_checkpoint(right)
+    assert sorted(left_tensors) == sorted(right_tensors)
+    for name in left_tensors:
+        assert left_tensors[name].data == right_tensors[name].data, name
+    assert without_timing(left_meta["history"]) == without_timing(right_meta["history"])
+    left_progress = {k: v for k, v in left_meta["progress"].items() if k != "elapsed"}
+    right_progress = {k: v for k, v in right_meta["progress"].items() if k != "elapsed"}
+    assert left_progress == right_progress
+    assert left_meta["best_val_loss"] == right_meta["best_val_loss"]
+
+
+# ----------------------------------------------------------------------------
+# exact continuation
+
+
+@pytest.mark.parametrize("stop_step", [42, 50])
+def test_resume_is_bit_identical(invoke, corpus, tiny, stop_step):
+    straight = train_run(
+        invoke, corpus, tiny, "straight", "--epochs", "3", *EXACT_OPTIONS
+    )
+    split = train_run(
+        invoke, corpus, tiny, "split", "--epochs", "3", "--max-steps", str(stop_step),
+        *EXACT_OPTIONS,
+    )  # fmt: skip
+    _, partial = load_checkpoint(split / "latest.ckpt")
+    assert partial["progress"]["step"] == stop_step
+
+    result = invoke("resume", split / "latest.ckpt", "--max-steps", "126")
+    assert result.exit_code == 0, result.output
+    assert_same_checkpoint(straight / "latest.ckpt", split / "latest.ckpt")
+    assert_same_checkpoint(straight / "best.ckpt", split / "best.ckpt")
+    metrics = [
+        json.loads(line) for line in (split / "metrics.jsonl").read_text().splitlines()
+    ]
+    _, final = load_checkpoint(split / "latest.ckpt")
+    assert without_timing(metrics) == without_timing(final["history"])
+
+
+def test_resume_from_epoch_checkpoint(invoke, corpus, tiny, tmp_path):
+    run = train_run(invoke, corpus, tiny, "ref", "--epochs", "2", *EXACT_OPTIONS)
+    original = tmp_path / "original.ckpt"
+    original.write_bytes((run / "latest.ckpt").read_bytes())
+    result = invoke("resume", run / "epoch-0001.ckpt")
+    assert result.exit_code == 0, result.output
+    assert "at epoch 2, step 42" in result.stderr
+    # rerunning epoch 2 from its start reproduces the first run's end state
+    assert_same_checkpoint(original, run / "latest.ckpt")
+
+
+def test_resume_defaults_to_newest_run(invoke, corpus, tiny):
+    run = train_run(invoke, corpus, tiny, "only", "--max-steps", "10")
+    result = invoke("resume", "--max-steps", "20", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["run_dir"] == str(run)
+    assert summary["steps"] == 20
+    assert summary["steps_this_session"] == 10
+
+
+def test_resume_changes_are_announced(invoke, corpus, tiny):
+    run = train_run(invoke, corpus, tiny, "grow", "--epochs", "1")
+    result = invoke("resume", "--epochs", "2", "--lr", "0.004")
+    assert result.exit_code == 0, result.output
+    assert "--epochs: 1 -> 2" in result.stderr
+    assert "--lr: 0.002 -> 0.004" in result.stderr
+    _, metadata = load_checkpoint(run / "latest.ckpt")
+    epochs = [r for r in metadata["history"] if r["kind"] == "epoch"]
+    assert epochs[1]["lr"] == pytest.approx(0.004)
+    assert metadata["training"]["epochs"] == 2
+    sessions = json.loads((run / "run.json").read_text())["sessions"]
+    assert [s["command"] for s in sessions] == ["train", "resume"]
+
+
+# ----------------------------------------------------------------------------
+# rejections: exit non-zero, files unchanged
+
+
+@pytest.fixture
+def finished_run(invoke, corpus, tiny) -> Path:
+    return train_run(invoke, corpus, tiny, "done", "--epochs", "1")
+
+
+def snapshot(run: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(run.iterdir())}
+
+
+def test_resume_finished_run_rejected(invoke, finished_run):
+    before = snapshot(finished_run)
+    result = invoke("resume")
+    assert result.exit_code == 1
+    assert "already reached its limit of 1 epochs" in result.stderr
+    assert "Hint: pass a larger --epochs or --max-steps" in result.stderr
+    assert snapshot(finished_run) == before
+
+
+@pytest.mark.parametrize(
+    "option, stored",
+    [("--hidden-size", "16"), ("--layers", "1"), ("--batch-size", "4")],
+)
+def test_resume_architecture_options_rejected(invoke, finished_run, option, stored):
+    before = snapshot(finished_run)
+    result = invoke("resume", "--epochs", "2", option, "32")
+    assert result.exit_code == 2
+    assert f"{option} cannot change when resuming" in result.stderr
+    assert f"built for {option} {stored}" in result.stderr
+    assert snapshot(finished_run) == before
+
+
+def test_resume_changed_corpus_rejected(invoke, finished_run, corpus):
+    before = snapshot(finished_run)
+    corpus.write_text(corpus.read_text() + "KING.\nMore lines.\n")
+    result = invoke("resume", "--epochs", "2")
+    assert result.exit_code == 1
+    assert "differs from the one this run trained on" in result.stderr
+    assert "size 3,000 -> 3,018 bytes" in result.stderr
+    assert "--allow-new-corpus" in result.stderr
+    assert snapshot(finished_run) == before
+
+
+def test_resume_allow_new_corpus(invoke, finished_run, corpus):
+    corpus.write_text(corpus.read_text() + "KING.\nMore lines.\n")
+    result = invoke("resume", "--epochs", "2", "--allow-new-corpus")
+    assert result.exit_code == 0, result.output
+    assert "continuing on a changed corpus" in result.stderr
+    _, metadata = load_checkpoint(finished_run / "latest.ckpt")
+    assert metadata["corpus"]["size_bytes"] == 3018
+
+
+def test_resume_new_corpus_unknown_characters(invoke, finished_run, corpus):
+    before = snapshot(finished_run)
+    corpus.write_text(corpus.read_text() + "Zo\u00eb\n")
+    result = invoke("resume", "--epochs", "2", "--allow-new-corpus")
+    assert result.exit_code == 1
+    assert "outside the model's vocabulary: 'Z', '\u00eb'" in result.stderr
+    assert snapshot(finished_run) == before
+
+
+def test_resume_moved_corpus(invoke, finished_run, corpus, tmp_path):
+    moved = tmp_path / "moved.txt"
+    corpus.rename(moved)
+    result = invoke("resume", "--epochs", "2")
+    assert result.exit_code == 1
+    assert f"corpus file not found: {corpus.resolve()}" in result.stderr
+    assert "Hint: pass its new location with --corpus" in result.stderr
+    result = invoke("resume", "--epochs", "2", "--corpus", moved)
+    assert result.exit_code == 0, result.output
+
+
+def test_resume_truncated_checkpoint(invoke, finished_run):
+    damaged = finished_run / "latest.ckpt"
+    damaged.write_bytes(damaged.read_bytes()[:-100])
+    result = invoke("resume", "--epochs", "2")
+    assert result.exit_code == 1
+    assert f"checkpoint {damaged} is truncated" in result.stderr
+    assert "Traceback" not in result.output
+
+
+# ----------------------------------------------------------------------------
+# signals in a real process
+
+
+def wait_for_steps(
+    metrics: Path, process: subprocess.Popen, timeout: float = 30
+) -> None:
+    """Wait until the training subprocess has written a few step records."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "training exited before it was signalled"
+        if metrics.exists() and metrics.read_text().count("\n") >= 3:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"no step records in {metrics} after {timeout} s")
+
+
+@pytest.mark.parametrize(
+    "signals, exit_code",
+    [
+        ([signal.SIGINT], 130),
+        ([signal.SIGINT, signal.SIGINT], 130),
+        ([signal.SIGTERM], 143),
+    ],
+    ids=["sigint", "double-sigint", "sigterm"],
+)
+def test_signal_saves_and_resumes(
+    run_module, corpus, tiny, charlstm_home, tmp_path, invoke, signals, exit_code
+):
+    run = charlstm_home / "runs" / "sig"
+    stderr_path = tmp_path / "stderr.txt"
+    command = [sys.executable, "-m", "charlstm_cli", "train", "--corpus", str(corpus)]
+    command += [*tiny, "--epochs", "100000", "--name", "sig"]
+    with open(stderr_path, "w") as stderr:
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=run_module.env,
+            cwd=tmp_path,
+        )
+        try:
+            wait_for_steps(run / "metrics.jsonl", process)
+            for signum in signals:
+                process.send_signal(signum)
+                time.sleep(0.01)
+            process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    output = stderr_path.read_text()
+    assert process.returncode == exit_code, output
+    assert f"Continue with: charlstm resume {run / 'latest.ckpt'}" in output
+    assert "Traceback" not in output
+    assert not list(run.glob(".*.tmp-*"))
+
+    _, metadata = load_checkpoint(run / "latest.ckpt")
+    stopped_at = metadata["progress"]["step"]
+    assert stopped_at > 0
+    assert metadata["progress"]["finished"] is False
+    result = invoke("resume", run / "latest.ckpt", "--max-steps", str(stopped_at + 5))
+    assert result.exit_code == 0, result.output
+    _, resumed = load_checkpoint(run / "latest.ckpt")
+    assert resumed["progress"]["step"] == stopped_at + 5
