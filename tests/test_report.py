@@ -387,14 +387,14 @@ def test_deduplicate_keeps_resumed_records():
         {"kind": "step", "step": "bad", "loss": 1.0},
         {"kind": "other", "step": 4},
     ]
-    kept = report.deduplicate_records(records)
-    assert [(r["kind"], r["step"]) for r in kept] == [
+    deduplicated = report.deduplicate_records(records)
+    assert [(r["kind"], r["step"]) for r in deduplicated] == [
         ("step", 1),
         ("step", 2),
         ("epoch", 2),
         ("step", 3),
     ]
-    assert kept[-1]["loss"] == 2.2
+    assert deduplicated[-1]["loss"] == 2.2
 
 
 def test_smooth_ema():
