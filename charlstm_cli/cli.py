@@ -111,6 +111,10 @@ def reports_errors(command):
         except KeyboardInterrupt:
             print_line("Interrupted.", style="yellow")
             raise typer.Exit(130) from None
+        except BrokenPipeError:
+            # the reader of stdout went away (e.g. `| head`), so stop quietly
+            _silence_stdout()
+            raise typer.Exit(1) from None
         except Exception as exc:
             known = _describe_known_error(exc)
             if known is None or os.environ.get(DEBUG_ENV):
@@ -120,6 +124,19 @@ def reports_errors(command):
             raise typer.Exit(code) from None
 
     return wrapper
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again.
+
+    This is the recipe from the Python documentation of the signal module
+    (note on SIGPIPE).
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 # ----------------------------------------------------------------------------
@@ -495,9 +512,12 @@ def _run_training(
         run.progress.step,
         training.chars_per_step,
     )
-    with signals.installed(), display:
-        outcome = training.run_loop(display.on_step, display.on_epoch, signals)
-    _finish(folder, run, outcome, signals.received, json_summary)
+    # the handlers stay installed through the summary, so a second Ctrl-C
+    # cannot cut off the resume command
+    with signals.installed():
+        with display:
+            outcome = training.run_loop(display.on_step, display.on_epoch, signals)
+        _finish(folder, run, outcome, signals.received, json_summary)
 
 
 def _announce(folder: Path, training: Training) -> None:

@@ -210,7 +210,7 @@ def print_summary(run_dir: Path, run: RunState, outcome: Outcome) -> None:
     table = Table(title="Training summary", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("run folder", str(run_dir))
+    table.add_row("run folder", Text(str(run_dir)))
     table.add_row("stopped", _reason_text(outcome))
     table.add_row(
         "steps", f"{outcome.steps_run} this session, {progress.step} in total"
@@ -231,7 +231,7 @@ def print_summary(run_dir: Path, run: RunState, outcome: Outcome) -> None:
             f"character, epoch {run.best_epoch})",
         )
     for kind, path in outcome.checkpoints.items():
-        table.add_row(f"{kind} checkpoint", str(path))
+        table.add_row(f"{kind} checkpoint", Text(str(path)))
     console.print(table)
 
 

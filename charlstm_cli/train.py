@@ -110,8 +110,10 @@ def sample_text(
 class StopSignals:
     """Records SIGINT and SIGTERM instead of raising, so a step and a save finish.
 
-    Every signal after the first is recorded too and otherwise ignored, so a
-    second Ctrl-C during the final save cannot cut it short.
+    Every signal after the first is ignored, so a second Ctrl-C cannot cut the
+    final save short. Once a signal has arrived, leaving `installed()` sets
+    both signals to SIG_IGN instead of restoring the old handlers, because the
+    process is about to exit and a late Ctrl-C would only kill it mid-output.
     """
 
     def __init__(self) -> None:
@@ -132,6 +134,8 @@ class StopSignals:
             yield self
         finally:
             for signum, handler in previous.items():
+                if self.received is not None:
+                    handler = signal.SIG_IGN
                 signal.signal(signum, handler)
 
 

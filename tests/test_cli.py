@@ -7,6 +7,8 @@ CHARLSTM_HOME points into tmp_path (see conftest.py).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -474,3 +476,21 @@ def test_module_verbose_logs_kernel(run_module, corpus, tiny):
     assert loud.returncode == 0, loud.stderr
     assert "kernels:" not in quiet.stderr
     assert "kernels:" in loud.stderr
+
+
+def test_module_generate_into_closed_pipe(run_module, corpus, tiny, tmp_path):
+    trained = run_module("train", "--corpus", corpus, *tiny, "--max-steps", "2")
+    assert trained.returncode == 0, trained.stderr
+    command = [sys.executable, "-m", "charlstm_cli", "generate", "--length", "1000000"]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=run_module.env,
+        cwd=tmp_path,
+    )
+    assert len(process.stdout.read(10)) == 10
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 1
+    assert stderr == ""
