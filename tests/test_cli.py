@@ -170,6 +170,20 @@ def test_train_step_schedule_halves_lr(invoke, corpus, tiny, run_folders):
     assert epochs[1]["lr"] == pytest.approx(0.005)
 
 
+def test_train_without_validation(invoke, corpus, tiny, run_folders):
+    args = ["--epochs", "1", "--val-fraction", "0", "--json"]
+    result = invoke("train", "--corpus", corpus, *tiny, *args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["last_epoch"]["val_loss"] is None
+    assert summary["best_val_loss"] is None
+    # all 3,000 characters train: (750 - 1) // 16 = 46 steps
+    assert summary["steps"] == 46
+    (run,) = run_folders()
+    assert not (run / "best.ckpt").exists()
+    assert (run / "latest.ckpt").exists()
+
+
 def test_train_non_finite_loss_stops(invoke, corpus, tiny, run_folders):
     result = invoke("train", "--corpus", corpus, *tiny, "--lr", "1e38", "--clip", "0")
     assert result.exit_code == 1, result.output
