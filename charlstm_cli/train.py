@@ -288,8 +288,8 @@ class Training:
         self._sync_elapsed()
         if outcome.reason in (StopReason.COMPLETED, StopReason.INTERRUPTED):
             progress.finished = outcome.reason is StopReason.COMPLETED
-            if progress.epoch_step > 0 or progress.step == first_step:
-                # mid-epoch stop: epoch ends already saved latest.ckpt otherwise
+            if progress.epoch_step > 0:
+                # an epoch end has just saved latest.ckpt, so save only mid-epoch
                 self.save(self.checkpoint_path("latest"))
             if outcome.reason is StopReason.COMPLETED and progress.epoch_step > 0:
                 outcome.final_val = self.evaluate()
