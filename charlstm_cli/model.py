@@ -336,6 +336,11 @@ def set_num_threads(n: int) -> None:
     lib.charlstm_set_num_threads(n)
 
 
+def get_num_threads() -> int:
+    """Return the number of kernel threads in use."""
+    return int(lib.charlstm_get_num_threads())
+
+
 def kernel_name() -> str:
     return lib.charlstm_kernel_name().decode()
 

@@ -21,8 +21,9 @@ from typing import Any
 from . import _native, paths, state
 from . import checkpoint as ckpt
 from .data import StreamBatcher, decode, encode, split_validation
-from .model import Model, Sampler, Trainer
+from .model import Model, Sampler, Trainer, get_num_threads
 from .state import RunState
+from .threads import ThreadTuner
 
 SAMPLE_TEMPERATURE = 0.8
 # A loss above this multiple of the first step's loss ends the run as diverged.
@@ -154,8 +155,10 @@ class Training:
         trainer: Trainer,
         run: RunState,
         text: str,
+        tuner: ThreadTuner | None = None,
     ) -> None:
         self.run_dir = run_dir
+        self.tuner = tuner or ThreadTuner(get_num_threads(), adaptive=False)
         self.model = model
         self.trainer = trainer
         self.run = run
@@ -265,11 +268,14 @@ class Training:
 
         while not self.limit_reached():
             inputs, targets = self.train_batches.batch(progress.epoch_step)
+            self.tuner.before_step()
+            started = time.perf_counter()
             try:
                 loss, grad_norm = self.trainer.step(inputs, targets)
             except _native.NonFiniteError:
                 outcome = self._stop_bad_loss(StopReason.NONFINITE, math.nan)
                 break
+            self.tuner.after_step(time.perf_counter() - started)
             self._count_step(loss)
             if loss > DIVERGENCE_FACTOR * progress.first_loss:
                 outcome = self._stop_bad_loss(StopReason.DIVERGED, loss)
