@@ -103,7 +103,8 @@ def test_thread_counts_agree_and_repeat():
             set_num_threads(0)
         results.setdefault(threads, []).append(losses)
     assert results[2][0] == results[2][1]
-    np.testing.assert_allclose(results[1][0], results[2][0], rtol=1e-5)
+    # threads split outputs, never a sum, so the count does not change a bit
+    assert results[1][0] == results[2][0]
 
 
 # ----------------------------------------------------------------------------
