@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -33,6 +33,17 @@ _CHAR_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
 # Bytes read from the end of metrics.jsonl to find a run's last step.
 _METRICS_TAIL_BYTES = 64 * 1024
 
+
+
+RunDirOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--run-dir",
+        help="Home folder for runs (runs are in RUN_DIR/runs/NAME). "
+        "Default: $CHARLSTM_HOME, else the user data folder.",
+        show_default=False,
+    ),
+]
 
 def register(app: typer.Typer, wrap_command: Callable | None = None) -> None:
     """Add the inspect, plot and runs commands to `app`.
@@ -388,15 +399,7 @@ def plot_command(
             show_default=False,
         ),
     ] = None,
-    run_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--run-dir",
-            help="Home folder for runs (runs are in RUN_DIR/runs/NAME). "
-            "Default: $CHARLSTM_HOME, else the user data folder.",
-            show_default=False,
-        ),
-    ] = None,
+    run_dir: RunDirOption = None,
 ) -> None:
     """Plot training and validation loss, accuracy and learning rate to a PNG file."""
     history = load_plot_history(source, run_dir)
@@ -708,15 +711,7 @@ def runs_command(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a table.")
     ] = False,
-    run_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--run-dir",
-            help="Home folder for runs (runs are in RUN_DIR/runs/NAME). "
-            "Default: $CHARLSTM_HOME, else the user data folder.",
-            show_default=False,
-        ),
-    ] = None,
+    run_dir: RunDirOption = None,
 ) -> None:
     """List the training runs in the data folder, most recently active first."""
     home = paths.data_home(run_dir)
