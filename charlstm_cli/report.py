@@ -33,8 +33,6 @@ _CHAR_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
 # Bytes read from the end of metrics.jsonl to find a run's last step.
 _METRICS_TAIL_BYTES = 64 * 1024
 
-
-
 RunDirOption = Annotated[
     Optional[Path],
     typer.Option(
@@ -44,6 +42,7 @@ RunDirOption = Annotated[
         show_default=False,
     ),
 ]
+
 
 def register(app: typer.Typer, wrap_command: Callable | None = None) -> None:
     """Add the inspect, plot and runs commands to `app`.
