@@ -3,8 +3,9 @@
 //
 // The blocked product follows the GotoBLAS/BLIS loop nest. For each block of NC columns and KC
 // depth, B is packed into panels of nr columns. For each block of MC rows, A is packed into
-// panels of mr rows. The micro-kernel then computes one mr x nr tile of C from one A panel and
-// one B panel, and keeps the tile in registers for the whole depth.
+// panels of mr rows, or read in place (see gemm_blocked). The micro-kernel then computes one
+// mr x nr tile of C from one A tile and one B panel, and keeps the C tile in registers for
+// the whole depth.
 #include "gemm.h"
 
 #include <stdint.h>
@@ -21,22 +22,46 @@
 // each core keeps its half in its own cache across calls.
 #define MIN_FLOPS_PER_THREAD 2.5e5
 
+// A transposed A is read in place, without packing, when N is at most this: measured faster
+// for N <= 128 and slower for N = 256 (tn, M = 512, K = 2048, avx512).
+#define A_IN_PLACE_MAX_N 128
+// Maximum columns of a packed B block when A is read in place. Each row tile of A then passes
+// over the whole block, so the block (kc x nc floats, 1 MiB with kc = 256) should fit in
+// about half of the L2 cache.
+#define A_IN_PLACE_NC 1024
+
 // ----------------------------------------------------------------------------
 // portable C kernels (plain loops with constant bounds that gcc -O3 vectorizes)
 
 #define PORTABLE_MR 4
 #define PORTABLE_NR 8
 
-static void micro_portable(int m, int n, int kc, const float *restrict a, const float *restrict b,
-                           int b_stride, float *restrict c, int ldc, int accumulate)
+static void micro_portable(int m, int n, int kc, const float *restrict a, int a_row_stride,
+                           int a_k_stride, const float *restrict b, int b_stride,
+                           float *restrict c, int ldc, int accumulate)
 {
     float acc[PORTABLE_MR][PORTABLE_NR] = {{0.0f}};
-    for (int k = 0; k < kc; k++) {
-        const float *bk = b + (size_t)k * b_stride;
-        for (int i = 0; i < PORTABLE_MR; i++) {
-            float aik = a[k * PORTABLE_MR + i];
-            for (int j = 0; j < PORTABLE_NR; j++) {
-                acc[i][j] += aik * bk[j];
+    if (m == PORTABLE_MR) {
+        for (int k = 0; k < kc; k++) {
+            const float *bk = b + (size_t)k * b_stride;
+            const float *ak = a + (size_t)k * a_k_stride;
+            for (int i = 0; i < PORTABLE_MR; i++) {
+                float aik = ak[(size_t)i * a_row_stride];
+                for (int j = 0; j < PORTABLE_NR; j++) {
+                    acc[i][j] += aik * bk[j];
+                }
+            }
+        }
+    } else {
+        // rows i >= m may lie outside A when it is read in place
+        for (int k = 0; k < kc; k++) {
+            const float *bk = b + (size_t)k * b_stride;
+            const float *ak = a + (size_t)k * a_k_stride;
+            for (int i = 0; i < m; i++) {
+                float aik = ak[(size_t)i * a_row_stride];
+                for (int j = 0; j < PORTABLE_NR; j++) {
+                    acc[i][j] += aik * bk[j];
+                }
             }
         }
     }
@@ -451,27 +476,59 @@ typedef struct {
     int edge_column;
 } b_block;
 
-// Runs the micro-kernel over one packed A block (mc x kc) and a B block of nc columns.
+// Location of an mc x kc block of A_op for the micro-kernel: packed panels, or A read in
+// place. The tile of rows from ir on starts at base + ir * tile_offset, and its element (i,k)
+// is at i * row_stride + k * k_stride from there.
+typedef struct {
+    const float *base;
+    size_t tile_offset;
+    int row_stride, k_stride;
+    int in_place;
+} a_block;
+
+// Returns the start of the B columns from jr on and stores their row stride.
+static const float *b_columns(const b_block *bb, int jr, int nr, int *b_stride)
+{
+    if (bb->edge != NULL && jr >= bb->edge_column) {
+        *b_stride = nr;
+        return bb->edge;
+    }
+    *b_stride = bb->row_stride;
+    return bb->base + (size_t)(jr / bb->panel_width) * bb->panel_stride + jr % bb->panel_width;
+}
+
+// Runs the micro-kernel over an A block (mc x kc) and a B block of nc columns.
+//
+// A packed A block stays in the L2 cache, and each B panel stays in L1 while all row tiles
+// pass over it. An A block read in place is not packed, so its rows may share cache sets. In
+// that case each row tile goes over all the (few) B panels while it is still in L1.
 static void multiply_block(const charlstm_gemm_path *path, int mc, int nc, int kc,
-                           const float *a_packed, const b_block *bb, float *C, int ldc,
+                           const a_block *ab, const b_block *bb, float *C, int ldc,
                            int accumulate)
 {
-    for (int jr = 0; jr < nc; jr += path->nr) {
-        int n = nc - jr < path->nr ? nc - jr : path->nr;
-        const float *b;
-        int b_stride;
-        if (bb->edge != NULL && jr >= bb->edge_column) {
-            b = bb->edge;
-            b_stride = path->nr;
-        } else {
-            b = bb->base + (size_t)(jr / bb->panel_width) * bb->panel_stride +
-                jr % bb->panel_width;
-            b_stride = bb->row_stride;
+    int mr = path->mr, nr = path->nr;
+    if (ab->in_place) {
+        for (int ir = 0; ir < mc; ir += mr) {
+            int m = mc - ir < mr ? mc - ir : mr;
+            const float *a = ab->base + (size_t)ir * ab->tile_offset;
+            for (int jr = 0; jr < nc; jr += nr) {
+                int n = nc - jr < nr ? nc - jr : nr;
+                int b_stride;
+                const float *b = b_columns(bb, jr, nr, &b_stride);
+                path->micro(m, n, kc, a, ab->row_stride, ab->k_stride, b, b_stride,
+                            C + (size_t)ir * ldc + jr, ldc, accumulate);
+            }
         }
-        for (int ir = 0; ir < mc; ir += path->mr) {
-            int m = mc - ir < path->mr ? mc - ir : path->mr;
-            path->micro(m, n, kc, a_packed + (size_t)ir * kc, b, b_stride,
-                        C + (size_t)ir * ldc + jr, ldc, accumulate);
+        return;
+    }
+    for (int jr = 0; jr < nc; jr += nr) {
+        int n = nc - jr < nr ? nc - jr : nr;
+        int b_stride;
+        const float *b = b_columns(bb, jr, nr, &b_stride);
+        for (int ir = 0; ir < mc; ir += mr) {
+            int m = mc - ir < mr ? mc - ir : mr;
+            path->micro(m, n, kc, ab->base + (size_t)ir * ab->tile_offset, ab->row_stride,
+                        ab->k_stride, b, b_stride, C + (size_t)ir * ldc + jr, ldc, accumulate);
         }
     }
 }
@@ -479,10 +536,16 @@ static void multiply_block(const charlstm_gemm_path *path, int mc, int nc, int k
 static void gemm_blocked(const charlstm_gemm_path *path, const gemm_problem *p, int M, int N,
                          int K)
 {
-    int mc_max = balanced_block(M, path->mc, path->mr);
+    // Non-transposed A is read in place by the micro-kernel (see multiply_block), which saves
+    // the packing pass. Transposed A is packed unless N is a few panels wide, because a tile of
+    // it read in place spans kc rows of A. A pre-packed B is laid out for whole-N blocks, which
+    // stream from memory once per row tile with A in place, so then A is packed too.
+    int a_in_place = !p->packed_b && (!p->trans_a || N <= A_IN_PLACE_MAX_N);
+    int mc_max = a_in_place ? M : balanced_block(M, path->mc, path->mr);
     int kc_max = balanced_block(K, path->kc, 1);
-    int nc_max = p->packed_b ? 0 : balanced_block(N, path->nc, path->nr);
-    size_t a_floats = (size_t)mc_max * kc_max;
+    int nc_limit = a_in_place && path->nc > A_IN_PLACE_NC ? A_IN_PLACE_NC : path->nc;
+    int nc_max = p->packed_b ? 0 : balanced_block(N, nc_limit, path->nr);
+    size_t a_floats = a_in_place ? 0 : (size_t)mc_max * kc_max;
     float *buffer = get_pack_buffer(a_floats + (size_t)kc_max * nc_max);
     if (buffer == NULL) {
         gemm_unpacked(p, M, N, K);
@@ -534,8 +597,23 @@ static void gemm_blocked(const charlstm_gemm_path *path, const gemm_problem *p, 
                 int mc = M - ic < mc_max ? M - ic : mc_max;
                 const float *A = p->trans_a ? p->A + (size_t)pc * p->lda + ic
                                             : p->A + (size_t)ic * p->lda + pc;
-                pack_a(p->trans_a, mc, kc, A, p->lda, path->mr, a_packed);
-                multiply_block(path, mc, nc, kc, a_packed, &bb, p->C + (size_t)ic * p->ldc + jc,
+                a_block ab = {.base = A, .in_place = a_in_place};
+                if (!a_in_place) {
+                    pack_a(p->trans_a, mc, kc, A, p->lda, path->mr, a_packed);
+                    ab.base = a_packed;
+                    ab.tile_offset = (size_t)kc;
+                    ab.row_stride = 1;
+                    ab.k_stride = path->mr;
+                } else if (p->trans_a) {
+                    ab.tile_offset = 1;
+                    ab.row_stride = 1;
+                    ab.k_stride = p->lda;
+                } else {
+                    ab.tile_offset = (size_t)p->lda;
+                    ab.row_stride = p->lda;
+                    ab.k_stride = 1;
+                }
+                multiply_block(path, mc, nc, kc, &ab, &bb, p->C + (size_t)ic * p->ldc + jc,
                                p->ldc, accumulate);
             }
         }

@@ -86,11 +86,13 @@ int charlstm_get_num_threads(void);
 // ----------------------------------------------------------------------------
 // kernel paths (used by gemm.c and the per-ISA files only)
 
-// Micro-kernel: C(m,n) (+)= A_panel B_panel over kc steps, with m <= mr and n <= nr.
-// a contains kc groups of mr floats, where rows i >= m are zero padding. b contains kc rows
-// of nr floats at stride b_stride, where columns j >= n are readable padding.
-typedef void (*charlstm_micro_kernel)(int m, int n, int kc, const float *a, const float *b,
-                                      int b_stride, float *c, int ldc, int accumulate);
+// Micro-kernel: C(m,n) (+)= A_tile B_panel over kc steps, with m <= mr and n <= nr.
+// Element (i,k) of the A tile is a[i * a_row_stride + k * a_k_stride], and only rows i < m
+// are read. A packed A panel has a_row_stride 1 and a_k_stride mr. b contains kc rows of nr
+// floats at stride b_stride, where columns j >= n are readable padding.
+typedef void (*charlstm_micro_kernel)(int m, int n, int kc, const float *a, int a_row_stride,
+                                      int a_k_stride, const float *b, int b_stride, float *c,
+                                      int ldc, int accumulate);
 // y(N) (+)= sum_k x[k*incx] B(k,:), B(K,N) with row stride ldb: a vector-matrix product.
 typedef void (*charlstm_gemv_n_kernel)(int N, int K, const float *x, int incx, const float *B,
                                        int ldb, float *y, int accumulate);

@@ -24,10 +24,11 @@ AVX2_INLINE __m256i first_lanes(int n)
 // ----------------------------------------------------------------------------
 // micro-kernel
 
-// Computes an m x (8*vectors) tile; m and vectors are constants after inlining.
-AVX2_INLINE void micro_tile(const int m, const int vectors, int kc, const float *a,
-                            const float *b, int b_stride, float *c, int ldc, int n,
-                            int accumulate)
+// Computes an m x (8*vectors) tile; m, vectors and rows_apart are constants after
+// inlining. With rows_apart 0 the rows of the A tile are adjacent (a_row_stride is 1).
+AVX2_INLINE void micro_tile(const int m, const int vectors, const int rows_apart, int kc,
+                            const float *a, int a_row_stride, int a_k_stride, const float *b,
+                            int b_stride, float *c, int ldc, int n, int accumulate)
 {
     __m256 acc0[AVX2_MR], acc1[AVX2_MR];
     for (int i = 0; i < m; i++) {
@@ -41,13 +42,13 @@ AVX2_INLINE void micro_tile(const int m, const int vectors, int kc, const float 
         __m256 b0 = _mm256_loadu_ps(b);
         __m256 b1 = vectors == 2 ? _mm256_loadu_ps(b + 8) : b0;
         for (int i = 0; i < m; i++) {
-            __m256 ai = _mm256_broadcast_ss(a + i);
+            __m256 ai = _mm256_broadcast_ss(rows_apart ? a + (size_t)i * a_row_stride : a + i);
             acc0[i] = _mm256_fmadd_ps(ai, b0, acc0[i]);
             if (vectors == 2) {
                 acc1[i] = _mm256_fmadd_ps(ai, b1, acc1[i]);
             }
         }
-        a += AVX2_MR;
+        a += a_k_stride;
         b += b_stride;
     }
 
@@ -70,17 +71,33 @@ AVX2_INLINE void micro_tile(const int m, const int vectors, int kc, const float 
     }
 }
 
+// Picks the tile width for n columns; rows and rows_apart are constants after inlining.
+AVX2_INLINE void micro_rows(const int rows, const int rows_apart, int kc, const float *a,
+                            int a_row_stride, int a_k_stride, const float *b, int b_stride,
+                            float *c, int ldc, int n, int accumulate)
+{
+    if (n > 8) {
+        micro_tile(rows, 2, rows_apart, kc, a, a_row_stride, a_k_stride, b, b_stride, c, ldc, n,
+                   accumulate);
+    } else {
+        micro_tile(rows, 1, rows_apart, kc, a, a_row_stride, a_k_stride, b, b_stride, c, ldc, n,
+                   accumulate);
+    }
+}
+
 #define MICRO_CASE(rows)                                                                       \
     case rows:                                                                                 \
-        if (n > 8) {                                                                           \
-            micro_tile(rows, 2, kc, a, b, b_stride, c, ldc, n, accumulate);                   \
+        if (a_row_stride != 1) {                                                               \
+            micro_rows(rows, 1, kc, a, a_row_stride, a_k_stride, b, b_stride, c, ldc, n,       \
+                       accumulate);                                                            \
         } else {                                                                               \
-            micro_tile(rows, 1, kc, a, b, b_stride, c, ldc, n, accumulate);                   \
+            micro_rows(rows, 0, kc, a, 1, a_k_stride, b, b_stride, c, ldc, n, accumulate);      \
         }                                                                                      \
         break;
 
-AVX2_FUNCTION static void micro_avx2(int m, int n, int kc, const float *a, const float *b,
-                                     int b_stride, float *c, int ldc, int accumulate)
+AVX2_FUNCTION static void micro_avx2(int m, int n, int kc, const float *a, int a_row_stride,
+                                     int a_k_stride, const float *b, int b_stride, float *c,
+                                     int ldc, int accumulate)
 {
     switch (m) {
         MICRO_CASE(1)

@@ -23,11 +23,12 @@ AVX512_INLINE __mmask16 first_lanes(int n)
 // ----------------------------------------------------------------------------
 // micro-kernel
 
-// Computes an m x (16*vectors) tile; m and vectors are constants after inlining, so the
-// accumulator arrays become registers.
-AVX512_INLINE void micro_tile(const int m, const int vectors, int kc, const float *a,
-                              const float *b, int b_stride, float *c, int ldc, int n,
-                              int accumulate)
+// Computes an m x (16*vectors) tile; m, vectors and rows_apart are constants after
+// inlining, so the accumulator arrays become registers. With rows_apart 0 the rows of the A
+// tile are adjacent (a_row_stride is 1), so a broadcast needs no extra address register.
+AVX512_INLINE void micro_tile(const int m, const int vectors, const int rows_apart, int kc,
+                              const float *a, int a_row_stride, int a_k_stride, const float *b,
+                              int b_stride, float *c, int ldc, int n, int accumulate)
 {
     __m512 acc0[AVX512_MR], acc1[AVX512_MR];
     for (int i = 0; i < m; i++) {
@@ -42,13 +43,13 @@ AVX512_INLINE void micro_tile(const int m, const int vectors, int kc, const floa
         __m512 b0 = _mm512_loadu_ps(b);
         __m512 b1 = vectors == 2 ? _mm512_loadu_ps(b + 16) : b0;
         for (int i = 0; i < m; i++) {
-            __m512 ai = _mm512_set1_ps(a[i]);
+            __m512 ai = _mm512_set1_ps(rows_apart ? a[(size_t)i * a_row_stride] : a[i]);
             acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);
             if (vectors == 2) {
                 acc1[i] = _mm512_fmadd_ps(ai, b1, acc1[i]);
             }
         }
-        a += AVX512_MR;
+        a += a_k_stride;
         b += b_stride;
     }
 
@@ -71,17 +72,33 @@ AVX512_INLINE void micro_tile(const int m, const int vectors, int kc, const floa
     }
 }
 
+// Picks the tile width for n columns; rows and rows_apart are constants after inlining.
+AVX512_INLINE void micro_rows(const int rows, const int rows_apart, int kc, const float *a,
+                              int a_row_stride, int a_k_stride, const float *b, int b_stride,
+                              float *c, int ldc, int n, int accumulate)
+{
+    if (n > 16) {
+        micro_tile(rows, 2, rows_apart, kc, a, a_row_stride, a_k_stride, b, b_stride, c, ldc, n,
+                   accumulate);
+    } else {
+        micro_tile(rows, 1, rows_apart, kc, a, a_row_stride, a_k_stride, b, b_stride, c, ldc, n,
+                   accumulate);
+    }
+}
+
 #define MICRO_CASE(rows)                                                                       \
     case rows:                                                                                 \
-        if (n > 16) {                                                                          \
-            micro_tile(rows, 2, kc, a, b, b_stride, c, ldc, n, accumulate);                   \
+        if (a_row_stride != 1) {                                                               \
+            micro_rows(rows, 1, kc, a, a_row_stride, a_k_stride, b, b_stride, c, ldc, n,       \
+                       accumulate);                                                            \
         } else {                                                                               \
-            micro_tile(rows, 1, kc, a, b, b_stride, c, ldc, n, accumulate);                   \
+            micro_rows(rows, 0, kc, a, 1, a_k_stride, b, b_stride, c, ldc, n, accumulate);      \
         }                                                                                      \
         break;
 
-AVX512_FUNCTION static void micro_avx512(int m, int n, int kc, const float *a, const float *b,
-                                         int b_stride, float *c, int ldc, int accumulate)
+AVX512_FUNCTION static void micro_avx512(int m, int n, int kc, const float *a, int a_row_stride,
+                                         int a_k_stride, const float *b, int b_stride, float *c,
+                                         int ldc, int accumulate)
 {
     switch (m) {
         MICRO_CASE(1)
