@@ -260,7 +260,9 @@ def run_child(task: dict) -> dict:
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[name] = str(task["threads"])
     command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(task)]
+    start = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    progress(f"  {time.perf_counter() - start:.1f} s in the child process")
     if done.returncode != 0:
         raise RuntimeError(
             f"benchmark child failed with exit code {done.returncode} on task "
