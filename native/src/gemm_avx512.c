@@ -38,18 +38,30 @@ AVX512_INLINE void micro_tile(const int m, const int vectors, const int rows_apa
         _mm_prefetch((const char *)(c + (size_t)i * ldc + 16), _MM_HINT_T0);
     }
 
+    // With rows apart, row i is read at group[i / 4] + (i % 4) * a_row_stride, so the loop
+    // needs 3 offsets and 3 moving pointers instead of 12 row addresses, which would not fit
+    // in the 16 general registers together with the rest.
+    size_t row_stride = (size_t)a_row_stride;
+    const float *group[3] = {a, a + 4 * row_stride, a + 8 * row_stride};
 #pragma GCC unroll 4
     for (int k = 0; k < kc; k++) {
         __m512 b0 = _mm512_loadu_ps(b);
         __m512 b1 = vectors == 2 ? _mm512_loadu_ps(b + 16) : b0;
         for (int i = 0; i < m; i++) {
-            __m512 ai = _mm512_set1_ps(rows_apart ? a[(size_t)i * a_row_stride] : a[i]);
+            float a_ik = rows_apart ? group[i / 4][(i % 4) * row_stride] : a[i];
+            __m512 ai = _mm512_set1_ps(a_ik);
             acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);
             if (vectors == 2) {
                 acc1[i] = _mm512_fmadd_ps(ai, b1, acc1[i]);
             }
         }
-        a += a_k_stride;
+        if (rows_apart) {
+            group[0] += a_k_stride;
+            group[1] += a_k_stride;
+            group[2] += a_k_stride;
+        } else {
+            a += a_k_stride;
+        }
         b += b_stride;
     }
 
