@@ -41,27 +41,16 @@ static void micro_portable(int m, int n, int kc, const float *restrict a, int a_
                            float *restrict c, int ldc, int accumulate)
 {
     float acc[PORTABLE_MR][PORTABLE_NR] = {{0.0f}};
-    if (m == PORTABLE_MR) {
-        for (int k = 0; k < kc; k++) {
-            const float *bk = b + (size_t)k * b_stride;
-            const float *ak = a + (size_t)k * a_k_stride;
-            for (int i = 0; i < PORTABLE_MR; i++) {
-                float aik = ak[(size_t)i * a_row_stride];
-                for (int j = 0; j < PORTABLE_NR; j++) {
-                    acc[i][j] += aik * bk[j];
-                }
-            }
+    for (int k = 0; k < kc; k++) {
+        // rows i >= m may lie outside A when it is read in place, so they are not read
+        float ak[PORTABLE_MR];
+        for (int i = 0; i < PORTABLE_MR; i++) {
+            ak[i] = i < m ? a[(size_t)k * a_k_stride + (size_t)i * a_row_stride] : 0.0f;
         }
-    } else {
-        // rows i >= m may lie outside A when it is read in place
-        for (int k = 0; k < kc; k++) {
-            const float *bk = b + (size_t)k * b_stride;
-            const float *ak = a + (size_t)k * a_k_stride;
-            for (int i = 0; i < m; i++) {
-                float aik = ak[(size_t)i * a_row_stride];
-                for (int j = 0; j < PORTABLE_NR; j++) {
-                    acc[i][j] += aik * bk[j];
-                }
+        const float *bk = b + (size_t)k * b_stride;
+        for (int i = 0; i < PORTABLE_MR; i++) {
+            for (int j = 0; j < PORTABLE_NR; j++) {
+                acc[i][j] += ak[i] * bk[j];
             }
         }
     }
