@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,7 +95,13 @@ def summarize_checkpoint(path: Path) -> dict[str, Any]:
     checkpoint are None.
     """
     path = Path(path)
-    if path.is_dir() and (path / paths.LATEST).is_file():
+    if path.is_dir():
+        if not (path / paths.LATEST).is_file():
+            raise UserError(
+                f"run folder {path} has no {paths.LATEST} yet",
+                hint="A run saves its first checkpoint at the end of its first epoch; "
+                "pass a .ckpt file, or wait for that epoch to finish.",
+            )
         path = path / paths.LATEST
     raw = read_checkpoint_summary(path, verify=True)
     metadata = raw["metadata"]
@@ -691,15 +698,48 @@ def _mark_epochs(axes, epoch_steps: list[float]) -> None:
         )
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def check_plot_target(target: Path) -> None:
+    """Reject an output path that is not a .png file, or that would replace another kind of file."""
+    if target.suffix.lower() != ".png":
+        raise UserError(
+            f"plot output {target} does not end in .png; plots are PNG images",
+            hint="Pass --out with a .png file name.",
+        )
+    if target.is_dir():
+        raise UserError(
+            f"plot output {target} is a folder", hint="Pass --out with a .png file name."
+        )
+    if target.exists():
+        with open(target, "rb") as existing:
+            if existing.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+                raise UserError(
+                    f"plot output {target} exists and is not a PNG image, "
+                    "so it was left unchanged",
+                    hint="Pass --out with a new file name.",
+                )
+
+
 def save_figure(figure, target: Path) -> None:
-    """Write `figure` to `target` as PNG, raising UserError when it cannot be written."""
+    """Write `figure` to `target` as PNG through a temporary file and a rename.
+
+    Raises UserError when the path is not a .png file, would replace a file
+    that is not a PNG, or cannot be written; the previous file stays intact.
+    """
+    check_plot_target(target)
+    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
-        figure.savefig(target, format="png", dpi=100)
+        figure.savefig(temporary, format="png", dpi=100)
+        os.replace(temporary, target)
     except OSError as exc:
         raise UserError(
             f"cannot write plot {target}: {exc.strerror or exc}",
             hint="Pass --out with a path in a writable folder.",
         ) from None
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------

@@ -298,6 +298,14 @@ def test_inspect_corrupted(home: Path, tmp_path: Path):
     assert "checksum" in error.message
 
 
+def test_inspect_folder_without_checkpoint(tmp_path: Path):
+    run = tmp_path / "runs" / "fresh"
+    run.mkdir(parents=True)
+    error = invoke_error("inspect", str(run))
+    assert error.message == f"run folder {run} has no latest.ckpt yet"
+    assert "first epoch" in error.hint
+
+
 def test_inspect_help():
     output = invoke("inspect", "--help")
     assert "--json" in output
@@ -430,6 +438,32 @@ def test_plot_unwritable_output(home: Path, tmp_path: Path):
         "plot", str(home / "runs" / "alpha"), "--out", str(tmp_path / "no" / "x.png")
     )
     assert "cannot write plot" in error.message
+
+
+@pytest.mark.parametrize("name", ["corpus.txt", "plot.jpg", "noextension"])
+def test_plot_rejects_non_png_output(home: Path, tmp_path: Path, name: str):
+    target = tmp_path / name
+    target.write_text("precious text\n")
+    error = invoke_error("plot", str(home / "runs" / "alpha"), "--out", str(target))
+    assert "does not end in .png" in error.message
+    assert target.read_text() == "precious text\n"
+
+
+def test_plot_keeps_non_png_file_named_png(home: Path, tmp_path: Path):
+    target = tmp_path / "notes.png"
+    target.write_text("not an image\n")
+    error = invoke_error("plot", str(home / "runs" / "alpha"), "--out", str(target))
+    assert "is not a PNG image" in error.message
+    assert target.read_text() == "not an image\n"
+
+
+def test_plot_replaces_existing_png(home: Path, tmp_path: Path):
+    target = tmp_path / "old.png"
+    invoke("plot", str(home / "runs" / "alpha"), "--out", str(target))
+    target.write_bytes(PNG_SIGNATURE + b"stale")
+    invoke("plot", str(home / "runs" / "alpha"), "--out", str(target))
+    assert_png(target)
+    assert not list(tmp_path.glob(".old.png.tmp-*"))
 
 
 # ---------------------------------------------------------------------------
