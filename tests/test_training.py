@@ -189,6 +189,30 @@ def test_clip_by_value_bounds_every_element():
         np.testing.assert_array_equal(clipped, np.clip(raw, -1e-3, 1e-3))
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_step_equals_separate_calls(optimizer):
+    """The fused step must update exactly like zero_grad, backward, clip, update."""
+    rng = np.random.default_rng(6)
+    batches = [random_tokens(rng, 9, 3, 4) for _ in range(3)]
+    params = []
+    for fused in (True, False):
+        with Model(9, 8, 2, seed=4) as model:
+            trainer = Trainer(
+                model, 3, 4, optimizer=optimizer, momentum=0.5, clip_norm=0.05, clip_value=0.01
+            )
+            for x, y in batches:
+                x, y = x.ravel().tolist(), y.ravel().tolist()
+                if fused:
+                    trainer.step(x, y)
+                else:
+                    trainer.zero_grad()
+                    trainer.forward_backward(x, y)
+                    trainer.clip_grad()
+                    trainer.update()
+            params.append(model.params().tobytes())
+    assert params[0] == params[1]
+
+
 def test_evaluate_counts_loss_and_accuracy():
     rng = np.random.default_rng(5)
     with Model(6, 4, 1, seed=2) as model:

@@ -203,7 +203,9 @@ CHARLSTM_API float charlstm_trainer_get_lr(const charlstm_trainer *trainer);
  * hidden/cell state to the next call. Writes the mean loss to *loss and the
  * pre-clip global gradient norm to *grad_norm (either may be NULL). Returns
  * CHARLSTM_NONFINITE, with the parameters left unchanged, when the loss or
- * gradient norm is not finite. */
+ * gradient norm is not finite. The parameters end up bit-identical to the
+ * separate calls, but the gradient buffer keeps the unclipped gradients,
+ * because clipping is applied inside the update. */
 CHARLSTM_API charlstm_status charlstm_trainer_step(charlstm_trainer *trainer,
                                                    const int32_t *inputs,
                                                    const int32_t *targets, size_t n,

@@ -83,10 +83,19 @@ typedef struct optim_state {
     int64_t step; /* updates applied so far */
 } optim_state;
 
+/* Clipping applied on the fly by optim_update: each gradient element is
+ * multiplied by `scale`, then clamped to [-limit, limit] when limit > 0. */
+typedef struct grad_clip {
+    float scale;
+    float limit;
+} grad_clip;
+
 double grad_global_norm(const float *g, size_t n);
 void grad_scale(float *g, size_t n, float scale);
 void grad_clamp(float *g, size_t n, float limit);
-void optim_update(const charlstm_train_config *cfg, float lr, optim_state *st, float *p,
-                  const float *g, size_t n);
+/* Applies one SGD or Adam update to p from g (clipped by `clip`, which may be
+ * NULL), and advances st->step. */
+void optim_update(const charlstm_train_config *cfg, float lr, const grad_clip *clip,
+                  optim_state *st, float *p, const float *g, size_t n);
 
 #endif /* CHARLSTM_INTERNAL_H */

@@ -10,10 +10,10 @@
 #include "gemm.h"
 #include "lstm.h"
 
-// Batch rows from which the backward recurrence packs w_hh^T; below it the
-// matrix-vector kernels read w_hh in place. An estimate from profiling batch
-// 1, not a tuned value.
-#define MIN_ROWS_PACKED_BACKWARD 4
+// Batch rows from which the recurrence packs w_hh (or w_hh^T) once per
+// sequence; below it the matrix-vector kernels read w_hh in place. An
+// estimate from profiling batch 1, not a tuned value.
+#define MIN_ROWS_PACKED 4
 
 int lstm_buffers_alloc(lstm_buffers *buf, const charlstm_model_config *mc, int B, int T,
                        int with_dropout) {
@@ -164,11 +164,15 @@ double lstm_forward(lstm_buffers *buf, const charlstm_model_config *mc, const ls
 
         // recurrence: only h_{t-1} @ w_hh is left inside the time loop, and
         // w_hh is packed once for all T products
-        charlstm_gemm_pack_b(H, (int)G, w->w_hh[l], (int)G, buf->packed);
+        int use_packed = B >= MIN_ROWS_PACKED;
+        if (use_packed) charlstm_gemm_pack_b(H, (int)G, w->w_hh[l], (int)G, buf->packed);
         for (int t = 0; t < T; t++) {
             float *pre = buf->gates[l] + (size_t)t * B * G;
             const float *h_prev = buf->h[l] + (size_t)t * BH;
-            charlstm_gemm_nn_packed(B, (int)G, H, h_prev, H, buf->packed, pre, (int)G, 1);
+            if (use_packed)
+                charlstm_gemm_nn_packed(B, (int)G, H, h_prev, H, buf->packed, pre, (int)G, 1);
+            else
+                charlstm_gemm_nn(B, (int)G, H, h_prev, H, w->w_hh[l], (int)G, pre, (int)G, 1);
             lstm_cell_forward(B, H, pre, buf->c[l] + (size_t)t * BH,
                               buf->c[l] + (size_t)(t + 1) * BH, buf->h[l] + (size_t)(t + 1) * BH,
                               buf->tanh_c[l] + (size_t)t * BH);
@@ -215,15 +219,18 @@ static void softmax_loss_backward(lstm_buffers *buf, int V) {
 /* Columns per chunk when threads split a column-wise pass. */
 #define COLUMN_CHUNK 64
 
-/* out[j] += sum over rows of m[r][j]; threads split the columns, so every sum
- * runs in row order whatever the thread count. */
-static void add_column_sums(const float *m, size_t rows, size_t cols, float *out) {
+/* out[j] (+)= sum over rows of m[r][j]; threads split the columns, so every
+ * sum runs in row order whatever the thread count. */
+static void add_column_sums(const float *m, size_t rows, size_t cols, float *out,
+                            int accumulate) {
     int threads = threads_for(rows * cols);
     size_t n_chunks = (cols + COLUMN_CHUNK - 1) / COLUMN_CHUNK;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (size_t chunk = 0; chunk < n_chunks; chunk++) {
         size_t j0 = chunk * COLUMN_CHUNK;
         size_t j1 = j0 + COLUMN_CHUNK < cols ? j0 + COLUMN_CHUNK : cols;
+        if (!accumulate)
+            for (size_t j = j0; j < j1; j++) out[j] = 0.0f;
         for (size_t r = 0; r < rows; r++)
             for (size_t j = j0; j < j1; j++) out[j] += m[r * cols + j];
     }
@@ -232,8 +239,10 @@ static void add_column_sums(const float *m, size_t rows, size_t cols, float *out
 /* Layer 0 reads w_ih by row gather, so its gradient is a scatter-add of the
  * dpre rows into the rows of the input tokens. Threads split the columns, so
  * two positions with the same token never race. */
-static void scatter_input_grad(const lstm_buffers *buf, size_t G, float *dw_ih) {
+static void scatter_input_grad(const lstm_buffers *buf, size_t V, size_t G, float *dw_ih,
+                               int accumulate) {
     size_t TB = (size_t)buf->T * buf->B;
+    if (!accumulate) memset(dw_ih, 0, V * G * sizeof(float));
     int threads = threads_for(TB * G);
     size_t n_chunks = (G + COLUMN_CHUNK - 1) / COLUMN_CHUNK;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
@@ -257,7 +266,7 @@ static void layer_backward_time(lstm_buffers *buf, int l, int H, const lstm_weig
     memset(buf->dh_rec, 0, BH * sizeof(float));
     memset(buf->dc, 0, BH * sizeof(float));
     // transposing w_hh into packed panels pays off only with several rows
-    int use_packed = B >= MIN_ROWS_PACKED_BACKWARD;
+    int use_packed = B >= MIN_ROWS_PACKED;
     if (use_packed) charlstm_gemm_pack_bt((int)G, H, w->w_hh[l], (int)G, buf->packed);
     for (int t = T - 1; t >= 0; t--) {
         float *dpre = buf->dpre + (size_t)t * B * G;
@@ -275,15 +284,15 @@ static void layer_backward_time(lstm_buffers *buf, int l, int H, const lstm_weig
 }
 
 void lstm_backward(lstm_buffers *buf, const charlstm_model_config *mc, const lstm_weights *w,
-                   const lstm_weights *dw, float *dh0, float *dc0) {
+                   const lstm_weights *dw, float *dh0, float *dc0, int accumulate) {
     int B = buf->B, T = buf->T, H = mc->n_hidden, V = mc->n_vocab, L = mc->n_layers;
     size_t TB = (size_t)T * B, BH = (size_t)B * H, G = 4 * (size_t)H;
 
     // output projection: logits = y @ out_w + out_b
     softmax_loss_backward(buf, V);
     const float *y = layer_output(buf, L - 1, H);
-    charlstm_gemm_tn(H, V, (int)TB, y, H, buf->logits, V, dw->out_w, V, 1);
-    add_column_sums(buf->logits, TB, (size_t)V, dw->out_b);
+    charlstm_gemm_tn(H, V, (int)TB, y, H, buf->logits, V, dw->out_w, V, accumulate);
+    add_column_sums(buf->logits, TB, (size_t)V, dw->out_b, accumulate);
     charlstm_gemm_nt((int)TB, H, V, buf->logits, V, w->out_w, V, buf->dout, H, 0);
 
     for (int l = L - 1; l >= 0; l--) {
@@ -297,14 +306,15 @@ void lstm_backward(lstm_buffers *buf, const charlstm_model_config *mc, const lst
 
         // weight gradients as one product over all T steps
         charlstm_gemm_tn(H, (int)G, (int)TB, buf->h[l], H, buf->dpre, (int)G, dw->w_hh[l],
-                         (int)G, 1);
-        add_column_sums(buf->dpre, TB, G, dw->bias[l]);
+                         (int)G, accumulate);
+        add_column_sums(buf->dpre, TB, G, dw->bias[l], accumulate);
         if (l == 0) {
-            scatter_input_grad(buf, G, dw->w_ih[0]);
+            scatter_input_grad(buf, (size_t)V, G, dw->w_ih[0], accumulate);
             break;
         }
         const float *x = layer_output(buf, l - 1, H);
-        charlstm_gemm_tn(H, (int)G, (int)TB, x, H, buf->dpre, (int)G, dw->w_ih[l], (int)G, 1);
+        charlstm_gemm_tn(H, (int)G, (int)TB, x, H, buf->dpre, (int)G, dw->w_ih[l], (int)G,
+                         accumulate);
         charlstm_gemm_nt((int)TB, H, (int)G, buf->dpre, (int)G, w->w_ih[l], (int)G, buf->dout,
                          H, 0);
     }

@@ -51,9 +51,10 @@ double lstm_forward(lstm_buffers *buf, const charlstm_model_config *mc, const ls
                     const float *h0, const float *c0, float dropout, rng_state *rng,
                     int for_backward, int64_t *n_correct);
 /* Backpropagates the mean loss of the last forward through all T steps and L
- * layers: accumulates parameter gradients into dw, writes dL/dh0 and dL/dc0. */
+ * layers: adds the parameter gradients to dw (accumulate = 1) or overwrites
+ * dw with them (accumulate = 0), and writes dL/dh0 and dL/dc0. */
 void lstm_backward(lstm_buffers *buf, const charlstm_model_config *mc, const lstm_weights *w,
-                   const lstm_weights *dw, float *dh0, float *dc0);
+                   const lstm_weights *dw, float *dh0, float *dc0, int accumulate);
 /* Copies the final state of the last forward into h/c (L, B, H). */
 void lstm_carry_state(const lstm_buffers *buf, const charlstm_model_config *mc, float *h,
                       float *c);

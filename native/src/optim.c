@@ -62,12 +62,21 @@ void grad_clamp(float *g, size_t n, float limit) {
     }
 }
 
+/* Returns g * scale clamped to [-limit, limit] (limit <= 0: no clamp), the
+ * same arithmetic as grad_scale followed by grad_clamp. */
+static inline float clipped(float g, float scale, float limit) {
+    g *= scale;
+    if (limit > 0.0f) g = g > limit ? limit : (g < -limit ? -limit : g);
+    return g;
+}
+
 /* PyTorch's SGD convention: v = mu*v + (g + wd*p); p -= lr*v. */
 CLONE_FOR_ISA
-static void sgd_chunk(float lr, float mu, float wd, float *restrict m, float *restrict p,
-                      const float *restrict g, size_t n) {
+static void sgd_chunk(float lr, float mu, float wd, const grad_clip *clip, float *restrict m,
+                      float *restrict p, const float *restrict g, size_t n) {
+    float scale = clip->scale, limit = clip->limit;
     for (size_t i = 0; i < n; i++) {
-        float d = g[i] + wd * p[i];
+        float d = clipped(g[i], scale, limit) + wd * p[i];
         if (mu > 0.0f) {
             m[i] = mu * m[i] + d;
             d = m[i];
@@ -83,32 +92,36 @@ typedef struct adam_scalars {
 } adam_scalars;
 
 CLONE_FOR_ISA
-static void adam_chunk(const adam_scalars *a, float *restrict m, float *restrict v,
-                       float *restrict p, const float *restrict g, size_t n) {
+static void adam_chunk(const adam_scalars *a, const grad_clip *clip, float *restrict m,
+                       float *restrict v, float *restrict p, const float *restrict g,
+                       size_t n) {
     float b1 = a->b1, b2 = a->b2, eps = a->eps, wd = a->wd, lr = a->lr;
     float step_size = a->step_size, inv_sqrt_c2 = a->inv_sqrt_c2;
+    float scale = clip->scale, limit = clip->limit;
     for (size_t i = 0; i < n; i++) {
-        m[i] = b1 * m[i] + (1.0f - b1) * g[i];
-        v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+        float gi = clipped(g[i], scale, limit);
+        m[i] = b1 * m[i] + (1.0f - b1) * gi;
+        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
         float denom = sqrtf(v[i]) * inv_sqrt_c2 + eps;
         p[i] -= step_size * m[i] / denom + lr * wd * p[i];
     }
 }
 
-static void sgd_update(const charlstm_train_config *cfg, float lr, float *m, float *p,
-                       const float *g, size_t n) {
+static void sgd_update(const charlstm_train_config *cfg, float lr, const grad_clip *clip,
+                       float *m, float *p, const float *g, size_t n) {
     size_t n_chunks = (n + CHUNK - 1) / CHUNK;
     int threads = threads_for(n);
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (size_t c = 0; c < n_chunks; c++) {
         size_t begin = c * CHUNK, count = n - begin < CHUNK ? n - begin : CHUNK;
-        sgd_chunk(lr, cfg->momentum, cfg->weight_decay, m + begin, p + begin, g + begin,
+        sgd_chunk(lr, cfg->momentum, cfg->weight_decay, clip, m + begin, p + begin, g + begin,
                   count);
     }
 }
 
-static void adam_update(const charlstm_train_config *cfg, float lr, int64_t step, float *m,
-                        float *v, float *p, const float *g, size_t n) {
+static void adam_update(const charlstm_train_config *cfg, float lr, int64_t step,
+                        const grad_clip *clip, float *m, float *v, float *p, const float *g,
+                        size_t n) {
     adam_scalars a = {cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay, lr, 0.0f, 0.0f};
     float c1 = (float)(1.0 - pow((double)a.b1, (double)step));
     float c2 = (float)(1.0 - pow((double)a.b2, (double)step));
@@ -119,15 +132,17 @@ static void adam_update(const charlstm_train_config *cfg, float lr, int64_t step
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (size_t c = 0; c < n_chunks; c++) {
         size_t begin = c * CHUNK, count = n - begin < CHUNK ? n - begin : CHUNK;
-        adam_chunk(&a, m + begin, v + begin, p + begin, g + begin, count);
+        adam_chunk(&a, clip, m + begin, v + begin, p + begin, g + begin, count);
     }
 }
 
-void optim_update(const charlstm_train_config *cfg, float lr, optim_state *st, float *p,
-                  const float *g, size_t n) {
+void optim_update(const charlstm_train_config *cfg, float lr, const grad_clip *clip,
+                  optim_state *st, float *p, const float *g, size_t n) {
+    static const grad_clip no_clip = {1.0f, 0.0f};
+    if (!clip) clip = &no_clip;
     st->step++;
     if (cfg->optimizer == CHARLSTM_OPTIMIZER_ADAM)
-        adam_update(cfg, lr, st->step, st->m, st->v, p, g, n);
+        adam_update(cfg, lr, st->step, clip, st->m, st->v, p, g, n);
     else
-        sgd_update(cfg, lr, st->m, p, g, n);
+        sgd_update(cfg, lr, clip, st->m, p, g, n);
 }

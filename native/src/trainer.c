@@ -170,10 +170,10 @@ void charlstm_trainer_zero_grad(charlstm_trainer *t) {
     memset(t->dstate_c, 0, state_size(t) * sizeof(float));
 }
 
-charlstm_status charlstm_trainer_forward_backward(charlstm_trainer *t, const int32_t *inputs,
-                                                  const int32_t *targets, size_t n,
-                                                  float *loss) {
-    if (!t) return CHARLSTM_INVALID_ARG;
+/* Forward and backward on checked tokens; see charlstm_trainer_forward_backward. */
+static charlstm_status forward_backward(charlstm_trainer *t, const int32_t *inputs,
+                                        const int32_t *targets, size_t n, float *loss,
+                                        int accumulate) {
     charlstm_status st = load_tokens(t, inputs, targets, n);
     if (st != CHARLSTM_OK) return st;
 
@@ -183,13 +183,28 @@ charlstm_status charlstm_trainer_forward_backward(charlstm_trainer *t, const int
     float dropout = t->cfg.dropout;
     double loss_sum = lstm_forward(&t->buf, &t->model->cfg, &w, t->state_h, t->state_c,
                                    dropout, &t->rng, 1, NULL);
-    lstm_backward(&t->buf, &t->model->cfg, &w, &dw, t->dstate_h, t->dstate_c);
+    lstm_backward(&t->buf, &t->model->cfg, &w, &dw, t->dstate_h, t->dstate_c, accumulate);
     lstm_carry_state(&t->buf, &t->model->cfg, t->state_h, t->state_c);
     float mean = (float)(loss_sum / (double)n);
     if (loss) *loss = mean;
     if (!isfinite(mean))
         return set_error(t->error, CHARLSTM_NONFINITE, "the loss is %g", (double)mean);
     return CHARLSTM_OK;
+}
+
+charlstm_status charlstm_trainer_forward_backward(charlstm_trainer *t, const int32_t *inputs,
+                                                  const int32_t *targets, size_t n,
+                                                  float *loss) {
+    if (!t) return CHARLSTM_INVALID_ARG;
+    return forward_backward(t, inputs, targets, n, loss, 1);
+}
+
+/* Returns the global-norm scale and element limit of the configured clipping. */
+static grad_clip clip_for_norm(const charlstm_train_config *cfg, double norm) {
+    grad_clip clip = {1.0f, cfg->clip_value > 0.0f ? cfg->clip_value : 0.0f};
+    if (cfg->clip_norm > 0.0f && norm > cfg->clip_norm)
+        clip.scale = (float)(cfg->clip_norm / (norm + 1e-6));
+    return clip;
 }
 
 charlstm_status charlstm_trainer_clip_grad(charlstm_trainer *t, float *grad_norm) {
@@ -199,27 +214,33 @@ charlstm_status charlstm_trainer_clip_grad(charlstm_trainer *t, float *grad_norm
     if (grad_norm) *grad_norm = (float)norm;
     if (!isfinite(norm))
         return set_error(t->error, CHARLSTM_NONFINITE, "the gradient norm is %g", norm);
-    if (t->cfg.clip_norm > 0.0f && norm > t->cfg.clip_norm)
-        grad_scale(t->grads, n, (float)(t->cfg.clip_norm / (norm + 1e-6)));
-    if (t->cfg.clip_value > 0.0f) grad_clamp(t->grads, n, t->cfg.clip_value);
+    grad_clip clip = clip_for_norm(&t->cfg, norm);
+    if (clip.scale != 1.0f) grad_scale(t->grads, n, clip.scale);
+    if (clip.limit > 0.0f) grad_clamp(t->grads, n, clip.limit);
     return CHARLSTM_OK;
 }
 
 void charlstm_trainer_update(charlstm_trainer *t) {
     if (!t) return;
-    optim_update(&t->cfg, t->lr, &t->opt, t->model->params, t->grads, t->model->n_params);
+    optim_update(&t->cfg, t->lr, NULL, &t->opt, t->model->params, t->grads,
+                 t->model->n_params);
 }
 
 charlstm_status charlstm_trainer_step(charlstm_trainer *t, const int32_t *inputs,
                                       const int32_t *targets, size_t n, float *loss,
                                       float *grad_norm) {
     if (!t) return CHARLSTM_INVALID_ARG;
-    charlstm_trainer_zero_grad(t);
-    charlstm_status st = charlstm_trainer_forward_backward(t, inputs, targets, n, loss);
+    // the backward pass overwrites the gradients, so they need no zeroing, and
+    // clipping is applied inside the update instead of as passes of its own
+    charlstm_status st = forward_backward(t, inputs, targets, n, loss, 0);
     if (st != CHARLSTM_OK) return st;
-    st = charlstm_trainer_clip_grad(t, grad_norm);
-    if (st != CHARLSTM_OK) return st;
-    charlstm_trainer_update(t);
+    size_t n_params = t->model->n_params;
+    double norm = grad_global_norm(t->grads, n_params);
+    if (grad_norm) *grad_norm = (float)norm;
+    if (!isfinite(norm))
+        return set_error(t->error, CHARLSTM_NONFINITE, "the gradient norm is %g", norm);
+    grad_clip clip = clip_for_norm(&t->cfg, norm);
+    optim_update(&t->cfg, t->lr, &clip, &t->opt, t->model->params, t->grads, n_params);
     return CHARLSTM_OK;
 }
 
