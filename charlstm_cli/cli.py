@@ -408,7 +408,8 @@ def _new_run_state(corpus, encoding: str, options: dict[str, Any]) -> RunState:
     seed_text = options["sample_seed"]
     if seed_text is None:
         seed_text = default_sample_seed(corpus.text)
-    _check_sample_seed(seed_text, vocab)
+    else:
+        _check_sample_seed(seed_text, vocab)
     model = state.ModelSettings(
         n_vocab=len(vocab),
         n_hidden=options["hidden_size"],

@@ -178,7 +178,8 @@ def default_sample_seed(text: str) -> str:
     characters, such as "Ham." or "MACBETH." in a play or "ROMEO:" in a
     script: a line of at most three words that starts with a capital letter
     and ends in '.' or ':'. Falls back to the first non-blank line, cut to 40
-    characters.
+    characters. The result uses only characters of `text`, so it ends in a
+    newline only when the text contains one.
     """
     head = text[:200_000].split("\n")
     speakers = Counter(
@@ -193,9 +194,10 @@ def default_sample_seed(text: str) -> str:
         line, count = speakers.most_common(1)[0]
         if count >= 3:
             return line + "\n"
+    end = "\n" if "\n" in text else ""
     for line in head:
         if line.strip():
-            return line.strip()[:40] + "\n"
+            return line.strip()[:40] + end
     return text[:1]
 
 

@@ -431,6 +431,14 @@ def test_train_unknown_sample_seed(invoke, corpus, tiny, run_folders):
     assert_rejected(result, run_folders, "--sample-seed", "'Z', '\u00e9'")
 
 
+def test_train_corpus_without_newline(invoke, tiny, tmp_path, text_maker):
+    one_line = tmp_path / "oneline.txt"
+    one_line.write_text(text_maker(3000).replace("\n", " "), encoding="utf-8")
+    result = invoke("train", "--corpus", one_line, *tiny, "--max-steps", "2")
+    assert result.exit_code == 0, result.output
+    assert "--sample-seed" not in result.stderr
+
+
 def test_train_unwritable_run_folder(invoke, corpus, tiny, tmp_path):
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the run home should be")

@@ -129,6 +129,13 @@ def test_default_sample_seed_falls_back_to_first_line():
     assert default_sample_seed("\n\n  just prose here\nmore") == "just prose here\n"
 
 
+def test_default_sample_seed_without_newline():
+    text = "one long line of prose without any line break"
+    seed = default_sample_seed(text)
+    assert seed == text[:40]
+    assert set(seed) <= set(text)
+
+
 # ----------------------------------------------------------------------------
 # splitting and batching
 
