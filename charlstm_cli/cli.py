@@ -604,6 +604,15 @@ CheckpointArg = Annotated[
 ]
 
 
+def _chosen_checkpoint(checkpoint: Path | None, run_dir: Path | None) -> Path:
+    """Return `checkpoint`, else the newest run's latest.ckpt, named on stderr."""
+    if checkpoint is not None:
+        return checkpoint
+    path = paths.default_checkpoint(paths.data_home(run_dir))
+    print_line(f"Using {path} (newest run)")
+    return path
+
+
 @app.command()
 @reports_errors
 def generate(
@@ -665,7 +674,7 @@ def generate(
     from .model import Sampler
 
     setup_logging(verbose)
-    path = checkpoint or paths.default_checkpoint(paths.data_home(run_dir))
+    path = _chosen_checkpoint(checkpoint, run_dir)
     _set_threads(threads)
     model, run = state.open_model(path)
     prompt = _prompt_text(seed, run, drop_unknown)
@@ -784,7 +793,7 @@ def resume(
     setup_logging(verbose)
     fixed = {"hidden_size": hidden_size, "layers": layers}
     fixed |= {"batch_size": batch_size, "seq_len": seq_len}
-    path = checkpoint or paths.default_checkpoint(paths.data_home(run_dir))
+    path = _chosen_checkpoint(checkpoint, run_dir)
     tensors, run = state.load(path)
     _reject_fixed_options(fixed, run)
     text = _resume_corpus(run, corpus, allow_new_corpus)

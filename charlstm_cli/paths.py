@@ -23,7 +23,9 @@ BEST = "best.ckpt"
 METRICS = "metrics.jsonl"
 RUN_INFO = "run.json"
 
-# Files whose modification time marks a run's latest activity.
+# Files that training writes, so their newest modification time dates a run's
+# latest training activity. The folder's own time is left out, because other
+# commands add files to it (plot writes loss.png).
 _ACTIVITY_FILES = (LATEST, METRICS, RUN_INFO)
 _VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -43,20 +45,26 @@ def runs_folder(home: Path) -> Path:
 
 
 def _last_activity(run: Path) -> float:
-    times = [run.stat().st_mtime]
+    """Return the newest modification time of the run's training files.
+
+    A folder without any of them (training failed before writing run.json)
+    falls back to the folder's own time.
+    """
+    times = []
     for name in _ACTIVITY_FILES:
         try:
             times.append((run / name).stat().st_mtime)
         except OSError:
             pass
-    return max(times)
+    return max(times) if times else run.stat().st_mtime
 
 
 def list_runs(home: Path) -> list[Path]:
     """List run folders under `home`, most recently active first.
 
-    A run's activity time is the newest modification time of its folder,
-    latest.ckpt, metrics.jsonl and run.json, so a resumed run counts as new.
+    A run's activity time is the newest modification time of its
+    latest.ckpt, metrics.jsonl and run.json, so a resumed run counts as new
+    and a plot written into an old run does not.
     """
     folder = runs_folder(home)
     if not folder.is_dir():
@@ -72,24 +80,28 @@ def latest_run(home: Path) -> Path | None:
 
 
 def default_checkpoint(home: Path) -> Path:
-    """Return latest.ckpt of the most recently active run that has one.
+    """Return latest.ckpt of the most recently active run.
 
-    Raises UserError when no run under `home` has saved a checkpoint yet.
+    Raises UserError when there is no run, or when the newest run has not
+    saved a checkpoint yet. An older run is never used in its place, because
+    resuming or sampling a run other than the newest one must be requested
+    by passing its path.
     """
     runs = list_runs(home)
-    for run in runs:
-        if (run / LATEST).is_file():
-            return run / LATEST
-    where = runs_folder(home)
-    if runs:
-        message = f"no run in {where} has saved a checkpoint yet"
-    else:
-        message = f"no training runs found in {where}"
-    raise UserError(
-        message,
-        hint="train a model with 'charlstm train', or pass a checkpoint path "
-        "(use --run-dir or CHARLSTM_HOME if your runs are elsewhere)",
-    )
+    if not runs:
+        raise UserError(
+            f"no training runs found in {runs_folder(home)}",
+            hint="train a model with 'charlstm train', or pass a checkpoint path "
+            "(use --run-dir or CHARLSTM_HOME if your runs are elsewhere)",
+        )
+    newest = runs[0]
+    if (newest / LATEST).is_file():
+        return newest / LATEST
+    older = next((run / LATEST for run in runs if (run / LATEST).is_file()), None)
+    hint = "training saves latest.ckpt at the end of each epoch and when it stops."
+    if older is not None:
+        hint += f" To use an older run, pass its checkpoint, such as {older}"
+    raise UserError(f"the newest run {newest} has no checkpoint yet", hint=hint)
 
 
 def check_run_name(name: str) -> None:

@@ -223,7 +223,8 @@ def test_generate_streams_text_to_stdout(trained, invoke):
         "generate", "--seed", "KING.\n", "--length", "150", "--rng-seed", "4"
     )
     assert result.exit_code == 0, result.output
-    assert result.stderr == ""
+    _, run = trained
+    assert result.stderr == f"Using {run / 'latest.ckpt'} (newest run)\n"
     assert result.stdout.startswith("KING.\n")
     assert len(result.stdout) == len("KING.\n") + 150 + 1
 
@@ -267,6 +268,22 @@ def test_generate_explicit_checkpoint_path(trained, invoke):
     result = invoke("generate", run / "best.ckpt", "--length", "5", "--seed", "K")
     assert result.exit_code == 0, result.output
     assert len(result.stdout) == 7
+    assert result.stderr == ""
+
+
+def test_generate_newest_run_without_checkpoint(trained, invoke, corpus, tiny):
+    _, older = trained
+    result = invoke("train", "--corpus", corpus, *tiny, "--name", "new", "--lr", "1e38")
+    assert result.exit_code == 1, result.output
+    newest = older.parent / "new"
+    assert not (newest / "latest.ckpt").exists()
+    result = invoke("generate", "--length", "5")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert error_lines(result.stderr) == [
+        f"Error: the newest run {newest} has no checkpoint yet"
+    ]
+    assert str(older / "latest.ckpt") in result.stderr
 
 
 def test_generate_top_k_one_is_greedy(trained, invoke):
@@ -482,7 +499,8 @@ def test_module_train_and_generate(run_module, corpus, tiny):
     assert generated.returncode == 0, generated.stderr
     assert generated.stdout.startswith("KING.\n")
     assert len(generated.stdout) == len("KING.\n") + 40 + 1
-    assert generated.stderr == ""
+    assert generated.stderr.startswith("Using ")
+    assert generated.stderr.endswith("latest.ckpt (newest run)\n")
 
 
 def test_module_usage_error_exit_code(run_module):
@@ -515,4 +533,5 @@ def test_module_generate_into_closed_pipe(run_module, corpus, tiny, tmp_path):
     process.stdout.close()
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=60) == 1
-    assert stderr == ""
+    assert stderr.startswith("Using ")
+    assert stderr.count("\n") == 1

@@ -204,27 +204,51 @@ def test_data_home_precedence(tmp_path, monkeypatch):
     assert paths.data_home(None).name == "charlstm"
 
 
+def set_mtime(path: Path, seconds: float) -> None:
+    os.utime(path, (seconds, seconds))
+
+
 def test_list_runs_most_recent_first(tmp_path):
     old = paths.create_run_folder(tmp_path, "old")
     new = paths.create_run_folder(tmp_path, "new")
     now = time.time()
-    os.utime(old, (now - 100, now - 100))
-    os.utime(new, (now - 200, now - 200))
+    for run, age in ((old, 100), (new, 200)):
+        (run / paths.RUN_INFO).write_text("{}")
+        set_mtime(run / paths.RUN_INFO, now - age)
     (old / paths.METRICS).write_text("")
-    os.utime(old / paths.METRICS, (now, now))
+    set_mtime(old / paths.METRICS, now)
     assert paths.list_runs(tmp_path) == [old, new]
     assert paths.latest_run(tmp_path) == old
 
 
-def test_default_checkpoint_skips_runs_without_one(tmp_path):
+def test_list_runs_ignores_folder_time(tmp_path):
+    old = paths.create_run_folder(tmp_path, "old")
+    new = paths.create_run_folder(tmp_path, "new")
+    now = time.time()
+    for run, age in ((old, 200), (new, 100)):
+        (run / paths.RUN_INFO).write_text("{}")
+        (run / paths.LATEST).write_bytes(b"x")
+        set_mtime(run / paths.RUN_INFO, now - age)
+        set_mtime(run / paths.LATEST, now - age)
+    # plot writes loss.png into a run, which updates the folder's time
+    (old / "loss.png").write_bytes(b"png")
+    set_mtime(old, now)
+    assert paths.latest_run(tmp_path) == new
+    assert paths.default_checkpoint(tmp_path) == new / paths.LATEST
+
+
+def test_default_checkpoint_newest_run_without_one(tmp_path):
     with_checkpoint = paths.create_run_folder(tmp_path, "a")
     (with_checkpoint / paths.LATEST).write_bytes(b"x")
     empty = paths.create_run_folder(tmp_path, "b")
+    (empty / paths.RUN_INFO).write_text("{}")
     now = time.time()
-    os.utime(with_checkpoint / paths.LATEST, (now - 50, now - 50))
-    os.utime(with_checkpoint, (now - 50, now - 50))
-    os.utime(empty, (now, now))
-    assert paths.default_checkpoint(tmp_path) == with_checkpoint / paths.LATEST
+    set_mtime(with_checkpoint / paths.LATEST, now - 50)
+    set_mtime(empty / paths.RUN_INFO, now)
+    with pytest.raises(UserError) as info:
+        paths.default_checkpoint(tmp_path)
+    assert info.value.message == f"the newest run {empty} has no checkpoint yet"
+    assert str(with_checkpoint / paths.LATEST) in info.value.hint
 
 
 def test_default_checkpoint_without_runs_explains(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -91,6 +92,21 @@ def test_resume_defaults_to_newest_run(invoke, corpus, tiny):
     assert summary["run_dir"] == str(run)
     assert summary["steps"] == 20
     assert summary["steps_this_session"] == 10
+
+
+def test_resume_ignores_plot_of_older_run(invoke, corpus, tiny):
+    older = train_run(invoke, corpus, tiny, "older", "--max-steps", "10")
+    newer = train_run(invoke, corpus, tiny, "newer", "--max-steps", "10")
+    now = time.time()
+    os.utime(older / "run.json", (now - 60, now - 60))
+    for name in ("latest.ckpt", "metrics.jsonl"):
+        os.utime(older / name, (now - 60, now - 60))
+    plotted = invoke("plot", older)
+    assert plotted.exit_code == 0, plotted.output
+    result = invoke("resume", "--max-steps", "20", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["run_dir"] == str(newer)
+    assert f"Using {newer / 'latest.ckpt'} (newest run)" in result.stderr
 
 
 def test_resume_changes_are_announced(invoke, corpus, tiny):
