@@ -1,17 +1,21 @@
-"""Choose the kernel thread count during training from measured step times."""
+"""Choose the kernel thread count for training and sampling from measured times."""
 
 from __future__ import annotations
 
 import logging
 import statistics
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from .model import get_num_threads, set_num_threads
 
 logger = logging.getLogger("charlstm.threads")
+Result = TypeVar("Result")
 
 
 class ThreadTuner:
-    """Switch training between all cores and one core, whichever steps faster.
+    """Switch training or sampling between all cores and one core, whichever is faster.
 
     The kernel threads wait for each other after every matrix product. When
     another program keeps a core busy, each wait can last a scheduler time
@@ -22,7 +26,11 @@ class ThreadTuner:
 
     PROBE_ROUNDS = 3  # steps measured per candidate in one probe
     PROBE_EVERY = 200  # steps between probes while nothing looks wrong
-    FIRST_PROBE_AFTER = 2  # the first step also grows buffers, so it is not measured
+    FIRST_PROBE_AFTER = 1  # the first step also grows buffers, so it is not measured
+    # A probe ends early once one candidate's fastest step is this many times
+    # slower than the other's first step, so a busy machine spends few steps on
+    # the slow count (one 2-thread step can take seconds there).
+    CLEAR_LOSS = 4.0
     SLOWDOWN = 1.5  # a step this much slower than the baseline counts as slow
     SLOW_STEPS = 3  # consecutive slow steps that start a probe early
     MARGIN = 0.9  # one core must be 10% faster to be chosen over all
@@ -51,7 +59,8 @@ class ThreadTuner:
             return
         if self._queue:
             self._times.setdefault(self._queue.pop(0), []).append(seconds)
-            if not self._queue:
+            if not self._queue or self._clearly_slower():
+                self._queue = []
                 self._decide()
             return
         self._since_probe += 1
@@ -65,6 +74,27 @@ class ThreadTuner:
         self._queue = [self.max_threads, 1] * self.PROBE_ROUNDS
         self._since_probe = 0
         self._slow_run = 0
+
+    def timed(self, units: int, call: Callable[[], Result]) -> Result:
+        """Run `call` at the chosen thread count and record its time per unit.
+
+        Sampling uses this with units = characters, so calls of different
+        lengths compare fairly.
+        """
+        self.before_step()
+        started = time.perf_counter()
+        result = call()
+        self.after_step((time.perf_counter() - started) / max(units, 1))
+        return result
+
+    def _clearly_slower(self) -> bool:
+        many = self._times.get(self.max_threads)
+        one = self._times.get(1)
+        if not many or not one:
+            return False
+        return min(many) > self.CLEAR_LOSS * one[0] or (
+            min(one) > self.CLEAR_LOSS * many[0]
+        )
 
     def _decide(self) -> None:
         many = statistics.median(self._times[self.max_threads])

@@ -7,8 +7,10 @@ CHARLSTM_HOME points into tmp_path (see conftest.py).
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -253,6 +255,28 @@ def test_generate_default_seed_from_training(trained, invoke):
     _, metadata = load_checkpoint(run / "latest.ckpt")
     result = invoke("generate", "--length", "10")
     assert result.stdout.startswith(metadata["training"]["sample_seed"])
+
+
+def test_generate_same_text_any_threads(trained, invoke):
+    from charlstm_cli.data import decode, encode
+    from charlstm_cli.model import Sampler
+    from charlstm_cli.state import open_model
+
+    _, run = trained
+    seed = "KING.\nThe king is good.\n" * 20  # longer than one feed chunk
+    args = ["--seed", seed, "--length", "300", "--rng-seed", "5"]
+    one = invoke("generate", *args, "--threads", "1")
+    two = invoke("generate", *args, "--threads", "2")
+    adaptive = invoke("generate", *args, "--threads", "0")
+    assert one.exit_code == 0, one.output
+    assert two.stdout == one.stdout
+    assert adaptive.stdout == one.stdout
+    # one feed call and one generate call give the same text as the chunks
+    model, state = open_model(run / "latest.ckpt")
+    with model, Sampler(model, 5) as sampler:
+        sampler.feed(encode(seed, state.vocab))
+        whole = seed + decode(sampler.generate(300, 0.8), state.vocab) + "\n"
+    assert one.stdout == whole
 
 
 def test_generate_num_samples_separated(trained, invoke):
@@ -516,6 +540,58 @@ def test_module_verbose_logs_kernel(run_module, corpus, tiny):
     assert loud.returncode == 0, loud.stderr
     assert "kernels:" not in quiet.stderr
     assert "kernels:" in loud.stderr
+
+
+def test_module_generate_probes_threads(run_module, corpus, tiny):
+    from charlstm_cli.model import get_num_threads, set_num_threads
+
+    set_num_threads(0)
+    if get_num_threads() < 2:
+        pytest.skip("the engine runs one thread here, so there is nothing to tune")
+    trained = run_module("train", "--corpus", corpus, *tiny, "--max-steps", "2")
+    assert trained.returncode == 0, trained.stderr
+    generated = run_module(
+        "-vv", "generate", "--threads", "0", "--length", "2000", "--seed", "K"
+    )
+    assert generated.returncode == 0, generated.stderr
+    assert "thread probe:" in generated.stderr
+
+
+def test_module_generate_interrupt_during_seed(run_module, corpus, tmp_path):
+    # a model large enough that feeding the seed in one call takes seconds
+    size = ["--hidden-size", "512", "--layers", "1", "--batch-size", "1"]
+    trained = run_module(
+        "train", "--corpus", corpus, *size, "--seq-len", "8", "--max-steps", "1"
+    )
+    assert trained.returncode == 0, trained.stderr
+    seed = corpus.read_text().replace("\n", " ") * 17  # about 50,000 characters
+    command = [sys.executable, "-m", "charlstm_cli", "-v", "generate", "--seed", seed]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=run_module.env,
+        cwd=tmp_path,
+    )
+    try:
+        # the info line about the checkpoint comes just before the seed is fed
+        while "rng seed" not in process.stderr.readline():
+            assert process.poll() is None, "generate exited before feeding the seed"
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        stdout, stderr = process.communicate(timeout=60)
+        seconds = time.monotonic() - interrupted
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, stderr
+    assert "Interrupted." in stderr
+    assert "Traceback" not in stderr
+    assert stdout == ""
+    assert seconds < 3, f"generate took {seconds:.1f} s to stop after Ctrl-C"
 
 
 def test_module_generate_into_closed_pipe(run_module, corpus, tiny, tmp_path):

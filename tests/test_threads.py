@@ -63,3 +63,12 @@ def test_fixed_thread_count_never_changes():
     tuner = ThreadTuner(2, adaptive=False)
     used = _run(tuner, lambda n: 0.010 if n == 2 else 0.001, 50)
     assert set(used) == {2}
+
+
+def test_tuner_ends_probe_when_clearly_slower():
+    tuner = ThreadTuner(2, adaptive=True)
+    # a busy machine: one 2-thread step takes about 2 s, a 1-thread step 15 ms
+    used = _run(tuner, lambda n: 1.9 if n == 2 else 0.015, 10)
+    assert tuner.current == 1
+    assert used.count(2) == ThreadTuner.FIRST_PROBE_AFTER + 1
+
