@@ -24,6 +24,7 @@ import typer
 
 from . import __version__, paths, report
 from .data import (
+    STDIN_PATH,
     build_vocab,
     bundled_corpus_path,
     check_corpus_size,
@@ -260,7 +261,8 @@ def train(
     corpus: Annotated[
         Optional[Path],
         typer.Option(
-            help="UTF-8 text file to train on. Default: the bundled Shakespeare plays.",
+            help="UTF-8 text file to train on, or - for standard input. "
+            "Default: the bundled Shakespeare plays.",
             show_default=False,
         ),
     ] = None,
@@ -891,9 +893,12 @@ def _resume_corpus(run: RunState, override: Path | None, allow_new: bool) -> str
 
 
 def _recorded_corpus_path(record: dict[str, Any]) -> Path:
-    """Return the recorded corpus path, or the bundled copy when that one moved."""
+    """Return the recorded corpus path, or the bundled copy when that one moved.
+
+    A run that read standard input ('-') reads it again.
+    """
     recorded = Path(record["path"])
-    if recorded.exists():
+    if recorded.exists() or record["path"] == STDIN_PATH:
         return recorded
     bundled = bundled_corpus_path()
     if (

@@ -10,6 +10,9 @@ from __future__ import annotations
 import codecs
 import hashlib
 import math
+import os
+import stat
+import sys
 from array import array
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -20,6 +23,8 @@ from pathlib import Path
 from .errors import UserError
 
 BUNDLED_CORPUS = "shakespeare.txt"
+# The --corpus value that reads standard input.
+STDIN_PATH = "-"
 # Bytes checked for NUL, which text files never contain but binary files do.
 _BINARY_PROBE = 8192
 
@@ -81,17 +86,56 @@ def check_encoding(encoding: str) -> str:
         ) from None
 
 
-def read_bytes(path: Path) -> bytes:
-    """Read a corpus file, turning the usual file-system failures into UserError."""
-    if not path.exists():
+def _file_kind(mode: int) -> str:
+    """Return a short name for a non-regular file type, as `ls -l` would classify it."""
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _check_readable_kind(mode: int, label: str) -> None:
+    """Raise UserError unless `mode` is a regular file or a FIFO (a pipe).
+
+    Devices such as /dev/zero or /dev/urandom never end, so reading one
+    would fill memory, and a terminal would wait for typed text.
+    """
+    if stat.S_ISDIR(mode):
         raise UserError(
-            f"corpus file not found: {path}", hint="check the path given to --corpus"
-        )
-    if path.is_dir():
-        raise UserError(
-            f"corpus path {path} is a directory, not a text file",
+            f"corpus path {label} is a directory, not a text file",
             hint="pass one text file; join several with 'cat a.txt b.txt > all.txt'",
         )
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        raise UserError(
+            f"corpus {label} is {_file_kind(mode)}, not a text file or a pipe",
+            hint="pass a text file to --corpus, or pipe the text in with --corpus -",
+        )
+
+
+def read_bytes(path: Path) -> bytes:
+    """Read a corpus file, a FIFO or, for path '-', standard input.
+
+    Turns the usual file-system failures into UserError.
+    NOTE: a pipe is read to its end without a size limit.
+    """
+    if str(path) == STDIN_PATH:
+        label = "standard input"
+        _check_readable_kind(os.fstat(sys.stdin.fileno()).st_mode, label)
+        return sys.stdin.buffer.read()
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UserError(
+            f"corpus file not found: {path}", hint="check the path given to --corpus"
+        ) from None
+    except OSError as exc:
+        raise UserError(
+            f"cannot read corpus file {path}: {exc.strerror or exc}"
+        ) from None
+    _check_readable_kind(mode, str(path))
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -135,8 +179,24 @@ def decode_text(raw: bytes, path: Path, encoding: str = "utf-8") -> str:
     return text
 
 
+def absolute_corpus_path(path: Path) -> Path:
+    """Return `path` made absolute, with symbolic links resolved where they lead to a file.
+
+    /dev/stdin on a pipe links to a name such as "pipe:[1234]" that is no
+    file, so such a path is kept as given (made absolute). '-' stays '-'.
+    """
+    path = Path(path).expanduser()
+    if str(path) == STDIN_PATH:
+        return path
+    resolved = path.resolve()
+    if resolved.exists() or not path.exists():
+        return resolved
+    return path.absolute()
+
+
 def read_corpus(path: Path, encoding: str = "utf-8") -> Corpus:
-    path = Path(path).expanduser().resolve()
+    """Read and decode a corpus file, a FIFO, or standard input for '-'."""
+    path = absolute_corpus_path(path)
     raw = read_bytes(path)
     text = decode_text(raw, path, encoding)
     return Corpus(path, text, len(raw), hashlib.sha256(raw).hexdigest())

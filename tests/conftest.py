@@ -83,7 +83,8 @@ def run_module(tmp_path: Path):
         filter(None, [package_root, env.get("PYTHONPATH")])
     )
 
-    def run(*args: str, timeout: float = 60):
+    def run(*args: str, timeout: float = 60, **options):
+        """Run the command; `options` go to subprocess.run (input=, preexec_fn=)."""
         return subprocess.run(
             [sys.executable, "-m", "charlstm_cli", *map(str, args)],
             capture_output=True,
@@ -91,6 +92,7 @@ def run_module(tmp_path: Path):
             env=env,
             cwd=tmp_path,
             timeout=timeout,
+            **options,
         )
 
     run.env = env

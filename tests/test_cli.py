@@ -7,9 +7,11 @@ CHARLSTM_HOME points into tmp_path (see conftest.py).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -401,6 +403,58 @@ def test_train_missing_corpus(invoke, tiny, tmp_path, run_folders):
 def test_train_directory_corpus(invoke, tiny, tmp_path, run_folders):
     result = invoke("train", "--corpus", tmp_path, *tiny)
     assert_rejected(result, run_folders, "is a directory", str(tmp_path))
+
+
+def limit_memory() -> None:
+    """Cap the child's address space at 2 GiB, so an unbounded read fails fast."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (2**31, 2**31))
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_module_device_corpus_rejected(run_module, tiny, device, charlstm_home):
+    result = run_module(
+        "train", "--corpus", device, *tiny, preexec_fn=limit_memory, timeout=120
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert error_lines(result.stderr) == [
+        f"Error: corpus {device} is a character device, not a text file or a pipe"
+    ]
+    assert not (charlstm_home / "runs").exists()
+
+
+@pytest.mark.parametrize("path", ["-", "/dev/stdin"])
+def test_module_corpus_from_pipe(run_module, tiny, text_maker, path):
+    args = ["--corpus", path, *tiny, "--max-steps", "2", "--json"]
+    result = run_module("train", *args, input=text_maker(3000))
+    assert result.returncode == 0, result.stderr
+    run = Path(json.loads(result.stdout)["run_dir"])
+    _, metadata = load_checkpoint(run / "latest.ckpt")
+    assert metadata["corpus"]["n_chars"] == 3000
+    assert metadata["corpus"]["path"] == path
+    resumed = run_module(
+        "resume", run / "latest.ckpt", "--max-steps", "3", input=text_maker(3000)
+    )
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_train_fifo_corpus(invoke, tiny, tmp_path, text_maker):
+    fifo = tmp_path / "corpus.fifo"
+    os.mkfifo(fifo)
+    text = text_maker(3000)
+
+    def write_text() -> None:
+        with open(fifo, "w", encoding="utf-8") as out:
+            out.write(text)
+
+    writer = threading.Thread(target=write_text)
+    writer.start()
+    result = invoke("train", "--corpus", fifo, *tiny, "--max-steps", "2", "--json")
+    writer.join(timeout=30)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["steps"] == 2
 
 
 def test_train_empty_corpus(invoke, tiny, tmp_path, run_folders):
