@@ -35,7 +35,9 @@ from .data import (
 )
 from .errors import UserError
 from .output import (
+    StdoutError,
     TrainDisplay,
+    guard_stdout,
     logger,
     print_error,
     print_json,
@@ -116,9 +118,9 @@ def reports_errors(command):
             print_line("Interrupted.", style="yellow")
             raise typer.Exit(130) from None
         except BrokenPipeError:
-            # the reader of stdout went away (e.g. `| head`), so stop quietly
-            _silence_stdout()
-            raise typer.Exit(1) from None
+            raise typer.Exit(_closed_stdout()) from None
+        except StdoutError as exc:
+            raise typer.Exit(_failed_stdout(exc)) from None
         except Exception as exc:
             known = _describe_known_error(exc)
             if known is None or os.environ.get(DEBUG_ENV):
@@ -128,6 +130,19 @@ def reports_errors(command):
             raise typer.Exit(code) from None
 
     return wrapper
+
+
+def _closed_stdout() -> int:
+    """Stop quietly because the reader of stdout went away (`| head`)."""
+    _silence_stdout()
+    return 1
+
+
+def _failed_stdout(exc: OSError) -> int:
+    """Report a failed write to stdout, such as a full disk, and return exit code 1."""
+    _silence_stdout()
+    print_error(f"cannot write to standard output: {exc.strerror or exc}")
+    return 1
 
 
 def _silence_stdout() -> None:
@@ -174,9 +189,13 @@ def _in_range(
 
 
 def _version_callback(value: bool) -> None:
-    if value:
+    if not value:
+        return
+    try:
         write_stdout(f"charlstm {__version__}\n")
-        raise typer.Exit()
+    except BrokenPipeError:
+        raise typer.Exit(_closed_stdout()) from None
+    raise typer.Exit()
 
 
 Verbose = Annotated[
@@ -972,5 +991,23 @@ report.register(app, wrap_command=reports_errors)
 
 
 def main() -> None:
-    """Run the charlstm command line (the console script's entry point)."""
-    app(prog_name="charlstm")
+    """Run the charlstm command line (the console script's entry point).
+
+    Failed writes to stdout that escape the commands (help, --version) are
+    reported here, and so are those of the final flush at exit.
+    """
+    guard_stdout()
+    code: int | str | None = 0
+    try:
+        app(prog_name="charlstm")
+    except SystemExit as done:
+        code = done.code
+    except StdoutError as exc:
+        code = _failed_stdout(exc)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = _closed_stdout()
+    except StdoutError as exc:
+        code = _failed_stdout(exc)
+    sys.exit(code)

@@ -7,6 +7,7 @@ stderr through `console`.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -73,6 +74,44 @@ def print_warning(message: str) -> None:
     line = Text("Warning: ", style="yellow")
     line.append(message)
     console.print(line, soft_wrap=True)
+
+
+class StdoutError(OSError):
+    """A failed write to standard output, other than a closed pipe (EPIPE)."""
+
+
+class _StdoutFile(io.FileIO):
+    """The raw standard output file, raising StdoutError when a write fails."""
+
+    def write(self, data) -> int | None:
+        try:
+            return super().write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise StdoutError(exc.errno, exc.strerror) from exc
+
+
+def guard_stdout() -> None:
+    """Replace sys.stdout with a stream whose failed writes raise StdoutError.
+
+    Every writer (typer.echo, Rich, print) then fails with that one type, so
+    `main()` can tell a full disk behind stdout from a failure on any other
+    file. Leaves sys.stdout alone when it has no file descriptor.
+    """
+    stream = sys.stdout
+    try:
+        descriptor = stream.fileno()
+        stream.flush()
+    except (AttributeError, OSError, ValueError):
+        return
+    raw = _StdoutFile(descriptor, "w", closefd=False)
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(raw),
+        encoding=stream.encoding,
+        errors=stream.errors,
+        line_buffering=stream.line_buffering,
+    )
 
 
 def write_stdout(text: str) -> None:

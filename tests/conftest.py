@@ -84,10 +84,14 @@ def run_module(tmp_path: Path):
     )
 
     def run(*args: str, timeout: float = 60, **options):
-        """Run the command; `options` go to subprocess.run (input=, preexec_fn=)."""
+        """Run the command; `options` go to subprocess.run (input=, stdout=).
+
+        Output is captured unless `options` redirect stdout or stderr.
+        """
+        if "stdout" not in options and "stderr" not in options:
+            options["capture_output"] = True
         return subprocess.run(
             [sys.executable, "-m", "charlstm_cli", *map(str, args)],
-            capture_output=True,
             text=True,
             env=env,
             cwd=tmp_path,

@@ -665,3 +665,24 @@ def test_module_generate_into_closed_pipe(run_module, corpus, tiny, tmp_path):
     assert process.wait(timeout=60) == 1
     assert stderr.startswith("Using ")
     assert stderr.count("\n") == 1
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_module_stdout_full_disk(run_module, corpus, tiny):
+    trained = run_module("train", "--corpus", corpus, *tiny, "--max-steps", "2")
+    assert trained.returncode == 0, trained.stderr
+    commands = [
+        ["--version"],
+        ["runs"],
+        ["runs", "--json"],
+        ["generate", "--length", "10"],
+        ["train", "--corpus", corpus, *tiny, "--max-steps", "2", "--json"],
+    ]
+    for command in commands:
+        with open("/dev/full", "w") as full:
+            result = run_module(*command, stdout=full, stderr=subprocess.PIPE)
+        assert result.returncode == 1, (command, result.stderr)
+        assert "Traceback" not in result.stderr, command
+        assert error_lines(result.stderr) == [
+            "Error: cannot write to standard output: No space left on device"
+        ], command
