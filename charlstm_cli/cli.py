@@ -14,6 +14,7 @@ import math
 import os
 import secrets
 import shlex
+import signal
 import sys
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -133,9 +134,15 @@ def reports_errors(command):
 
 
 def _closed_stdout() -> int:
-    """Stop quietly because the reader of stdout went away (`| head`)."""
+    """Stop quietly because the reader of stdout went away (`| head`).
+
+    Returns 141 (128 + SIGPIPE), the status a shell reports for tools such
+    as cat or yes in the same place, so `set -o pipefail` scripts treat
+    charlstm like them. Python ignores SIGPIPE, so the process cannot die
+    of the signal itself.
+    """
     _silence_stdout()
-    return 1
+    return 128 + signal.SIGPIPE
 
 
 def _failed_stdout(exc: OSError) -> int:

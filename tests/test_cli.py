@@ -662,7 +662,7 @@ def test_module_generate_into_closed_pipe(run_module, corpus, tiny, tmp_path):
     assert len(process.stdout.read(10)) == 10
     process.stdout.close()
     stderr = process.stderr.read().decode()
-    assert process.wait(timeout=60) == 1
+    assert process.wait(timeout=60) == 141
     assert stderr.startswith("Using ")
     assert stderr.count("\n") == 1
 
