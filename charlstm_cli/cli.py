@@ -71,6 +71,18 @@ GENERATE_CHUNK = 64
 FEED_CHUNK = 128
 
 
+# Upper bounds of the integer options, shown in --help. Sizes stay far below
+# the C engine's int32 fields, and seeds fill its uint64 RNG seed.
+MAX_SIZE = 65536  # --hidden-size, --batch-size, --seq-len
+MAX_LAYERS = 8
+MAX_SEED = 2**64 - 1
+MAX_EPOCHS = 1_000_000  # also --lr-decay-every and --keep-epochs
+MAX_STEPS = 10**12  # also --log-every
+MAX_SAMPLE_LENGTH = 1_000_000  # --sample-length, generated in one C call
+MAX_THREADS = 1024
+MAX_TOP_K = 2**31 - 1  # an int32 in C; any value >= the vocabulary size disables it
+
+
 class OptimizerName(str, enum.Enum):
     ADAM = "adam"
     SGD = "sgd"
@@ -226,6 +238,7 @@ Threads = Annotated[
     int,
     typer.Option(
         min=0,
+        max=MAX_THREADS,
         help="Kernel threads. 0 uses every core, and training drops to one core "
         "while that steps faster, as when another program keeps a core busy.",
     ),
@@ -234,10 +247,16 @@ JsonSummary = Annotated[
     bool,
     typer.Option("--json", help="Print a JSON summary on stdout when training ends."),
 ]
-Epochs = Annotated[int, typer.Option(min=1, help="Passes over the training text.")]
+Epochs = Annotated[
+    int, typer.Option(min=1, max=MAX_EPOCHS, help="Passes over the training text.")
+]
 MaxSteps = Annotated[
     Optional[int],
-    typer.Option(min=1, help="Stop after this many updates in total, even mid-epoch."),
+    typer.Option(
+        min=1,
+        max=MAX_STEPS,
+        help="Stop after this many updates in total, even mid-epoch.",
+    ),
 ]
 LearningRate = Annotated[
     float,
@@ -296,15 +315,21 @@ def train(
         str, typer.Option(help="Text encoding of the corpus, e.g. latin-1.")
     ] = "utf-8",
     hidden_size: Annotated[
-        int, typer.Option(min=1, help="LSTM hidden units per layer.")
+        int, typer.Option(min=1, max=MAX_SIZE, help="LSTM hidden units per layer.")
     ] = 256,
-    layers: Annotated[int, typer.Option(min=1, max=8, help="Stacked LSTM layers.")] = 2,
+    layers: Annotated[
+        int, typer.Option(min=1, max=MAX_LAYERS, help="Stacked LSTM layers.")
+    ] = 2,
     seq_len: Annotated[
         int,
-        typer.Option(min=1, help="Characters per stream per step (backprop length)."),
+        typer.Option(
+            min=1,
+            max=MAX_SIZE,
+            help="Characters per stream per step (backprop length).",
+        ),
     ] = 64,
     batch_size: Annotated[
-        int, typer.Option(min=1, help="Parallel streams through the text.")
+        int, typer.Option(min=1, max=MAX_SIZE, help="Parallel streams through the text.")
     ] = 32,
     epochs: Epochs = 10,
     max_steps: MaxSteps = None,
@@ -352,7 +377,10 @@ def train(
         ),
     ] = ScheduleName.NONE,
     lr_decay_every: Annotated[
-        int, typer.Option(min=1, help="Epochs between step-schedule decays.")
+        int,
+        typer.Option(
+            min=1, max=MAX_EPOCHS, help="Epochs between step-schedule decays."
+        ),
     ] = 1,
     lr_decay_factor: Annotated[
         float,
@@ -369,7 +397,12 @@ def train(
         ),
     ] = 0.1,
     rng_seed: Annotated[
-        int, typer.Option(help="Seed for initialisation, dropout and epoch samples.")
+        int,
+        typer.Option(
+            min=0,
+            max=MAX_SEED,
+            help="Seed for initialisation, dropout and epoch samples.",
+        ),
     ] = 1,
     threads: Threads = 0,
     run_dir: RunDir = None,
@@ -382,11 +415,13 @@ def train(
     keep_epochs: Annotated[
         int,
         typer.Option(
-            min=0, help="How many epoch-NNNN.ckpt files to keep; 0 keeps none."
+            min=0,
+            max=MAX_EPOCHS,
+            help="How many epoch-NNNN.ckpt files to keep; 0 keeps none.",
         ),
     ] = 2,
     log_every: Annotated[
-        int, typer.Option(min=1, help="Steps between metrics lines.")
+        int, typer.Option(min=1, max=MAX_STEPS, help="Steps between metrics lines.")
     ] = 50,
     sample_seed: Annotated[
         Optional[str],
@@ -398,7 +433,11 @@ def train(
     ] = None,
     sample_length: Annotated[
         int,
-        typer.Option(min=0, help="Characters sampled after each epoch; 0 skips it."),
+        typer.Option(
+            min=0,
+            max=MAX_SAMPLE_LENGTH,
+            help="Characters sampled after each epoch; 0 skips it.",
+        ),
     ] = 200,
     json_summary: JsonSummary = False,
     verbose: Verbose = 0,
@@ -657,7 +696,12 @@ def generate(
         ),
     ] = None,
     length: Annotated[
-        int, typer.Option(min=1, help="Characters to generate per sample.")
+        int,
+        typer.Option(
+            min=1,
+            help="Characters to generate per sample. No maximum: text is "
+            "generated and written in chunks.",
+        ),
     ] = 500,
     temperature: Annotated[
         float,
@@ -670,7 +714,9 @@ def generate(
     top_k: Annotated[
         int,
         typer.Option(
-            min=0, help="Sample only from the k most likely characters; 0 disables."
+            min=0,
+            max=MAX_TOP_K,
+            help="Sample only from the k most likely characters; 0 disables.",
         ),
     ] = 0,
     top_p: Annotated[
@@ -684,11 +730,17 @@ def generate(
     rng_seed: Annotated[
         Optional[int],
         typer.Option(
-            help="Seed for reproducible samples. Default: random.", show_default=False
+            min=0,
+            max=MAX_SEED,
+            help="Seed for reproducible samples. Default: random.",
+            show_default=False,
         ),
     ] = None,
     num_samples: Annotated[
-        int, typer.Option(min=1, help="Independent samples, separated by a '---' line.")
+        int,
+        typer.Option(
+            min=1, help="Independent samples, separated by a '---' line. No maximum."
+        ),
     ] = 1,
     drop_unknown: Annotated[
         bool,
@@ -700,6 +752,7 @@ def generate(
         int,
         typer.Option(
             min=0,
+            max=MAX_THREADS,
             help="Kernel threads for sampling. 0 uses every core, and drops to one "
             "core while that generates faster. The text is the same for any count.",
         ),
@@ -795,7 +848,12 @@ _ARCHITECTURE_OPTIONS = {
 
 FixedInt = Annotated[
     Optional[int],
-    typer.Option(help="Rejected: fixed by the checkpoint.", show_default=False),
+    typer.Option(
+        min=1,
+        max=MAX_SIZE,
+        help="Rejected: fixed by the checkpoint.",
+        show_default=False,
+    ),
 ]
 
 
@@ -816,7 +874,9 @@ def resume(
     ] = False,
     epochs: Annotated[
         Optional[int],
-        typer.Option(min=1, help="New total epoch limit.", show_default=False),
+        typer.Option(
+            min=1, max=MAX_EPOCHS, help="New total epoch limit.", show_default=False
+        ),
     ] = None,
     max_steps: MaxSteps = None,
     lr: Annotated[

@@ -34,6 +34,24 @@ def _int32_buffer(tokens: Sequence[int] | array, what: str):
         raise TypeError(f"{what} must be a sequence of integer token ids") from exc
 
 
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+UINT64_MAX = 2**64 - 1
+
+
+def _check_int32(name: str, value: int) -> int:
+    """Return `value`, or raise ValueError when it does not fit the C int32 field."""
+    if not INT32_MIN <= value <= INT32_MAX:
+        raise ValueError(f"{name} = {value} does not fit a 32-bit signed integer")
+    return value
+
+
+def _check_seed(value: int) -> int:
+    """Return `value`, or raise ValueError when it does not fit the C uint64 seed."""
+    if not 0 <= value <= UINT64_MAX:
+        raise ValueError(f"seed = {value} is outside [0, 2**64 - 1]")
+    return value
+
+
 def _float_view(pointer, n: int) -> memoryview:
     """Return a writable float32 memoryview over n floats owned by C."""
     address = ctypes.cast(pointer, ctypes.c_void_p).value
@@ -91,9 +109,11 @@ class Model(_Handle):
         super().__init__()
         cfg = N.ModelConfig()
         lib.charlstm_model_config_default(ctypes.byref(cfg))
-        cfg.n_vocab, cfg.n_hidden, cfg.n_layers = n_vocab, n_hidden, n_layers
+        cfg.n_vocab = _check_int32("n_vocab", n_vocab)
+        cfg.n_hidden = _check_int32("n_hidden", n_hidden)
+        cfg.n_layers = _check_int32("n_layers", n_layers)
         cfg.forget_bias = forget_bias
-        cfg.seed = seed & (2**64 - 1)
+        cfg.seed = _check_seed(seed)
         status = lib.charlstm_model_init(ctypes.byref(cfg), ctypes.byref(self._ptr))
         N.check(status, "charlstm_model_init", lib.charlstm_last_init_error())
         self.n_vocab, self.n_hidden, self.n_layers = n_vocab, n_hidden, n_layers
@@ -151,12 +171,13 @@ class Trainer(_Handle):
             raise ValueError(f"optimizer {optimizer!r} is not 'adam' or 'sgd'")
         cfg = N.TrainConfig()
         lib.charlstm_train_config_default(ctypes.byref(cfg))
-        cfg.batch_size, cfg.seq_len = batch_size, seq_len
+        cfg.batch_size = _check_int32("batch_size", batch_size)
+        cfg.seq_len = _check_int32("seq_len", seq_len)
         cfg.optimizer = N.OPTIMIZER_ADAM if optimizer == "adam" else N.OPTIMIZER_SGD
         cfg.lr, cfg.momentum, cfg.beta1, cfg.beta2, cfg.eps = lr, momentum, beta1, beta2, eps
         cfg.weight_decay, cfg.clip_norm, cfg.clip_value = weight_decay, clip_norm, clip_value
         cfg.dropout = dropout
-        cfg.seed = seed & (2**64 - 1)
+        cfg.seed = _check_seed(seed)
         status = lib.charlstm_trainer_init(
             model._live(), ctypes.byref(cfg), ctypes.byref(self._ptr)
         )
@@ -270,7 +291,7 @@ class Sampler(_Handle):
     def __init__(self, model: Model, seed: int = 0) -> None:
         super().__init__()
         status = lib.charlstm_sampler_init(
-            model._live(), seed & (2**64 - 1), ctypes.byref(self._ptr)
+            model._live(), _check_seed(seed), ctypes.byref(self._ptr)
         )
         N.check(status, "charlstm_sampler_init", lib.charlstm_last_init_error())
         self.model = model

@@ -393,7 +393,8 @@ class Training:
                 run.vocab,
                 settings.sample_seed,
                 settings.sample_length,
-                rng=settings.rng_seed + finished_epoch,
+                # wraps like the C uint64, so the largest --rng-seed still works
+                rng=(settings.rng_seed + finished_epoch) % 2**64,
             )
 
         # the next epoch restarts every stream at its beginning with zero state

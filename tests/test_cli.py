@@ -514,11 +514,60 @@ def test_train_single_character_corpus(invoke, tiny, tmp_path, run_folders):
         ("--dropout", "1"),
         ("--val-fraction", "0.9"),
         ("--optimizer", "rmsprop"),
+        ("--hidden-size", "99999999999999999999"),
+        ("--hidden-size", "65537"),
+        ("--batch-size", "65537"),
+        ("--seq-len", "65537"),
+        ("--epochs", "1000001"),
+        ("--rng-seed", "18446744073709551617"),
+        ("--rng-seed", "-1"),
+        ("--threads", "4294967297"),
     ],
 )
 def test_train_bad_option_values(invoke, corpus, run_folders, option, value):
     result = invoke("train", "--corpus", corpus, option, value)
     assert_rejected(result, run_folders, option, code=2)
+
+
+def test_train_largest_rng_seed(invoke, corpus, tiny):
+    args = ["--rng-seed", str(2**64 - 1), "--epochs", "1", "--json"]
+    result = invoke("train", "--corpus", corpus, *tiny, *args)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("--rng-seed", str(2**64)), ("--top-k", str(2**31)), ("--threads", "1025")],
+)
+def test_generate_out_of_range_options(trained, invoke, option, value):
+    result = invoke("generate", option, value)
+    assert result.exit_code == 2, result.output
+    assert option in result.stderr
+
+
+@pytest.mark.parametrize(
+    "sizes, name",
+    [((2**31, 16, 1), "n_vocab"), ((5, 2**32 + 16, 1), "n_hidden")],
+)
+def test_model_rejects_values_beyond_int32(sizes, name):
+    from charlstm_cli.model import Model
+
+    with pytest.raises(ValueError, match=f"{name} = {max(sizes)}"):
+        Model(*sizes)
+
+
+def test_model_and_trainer_reject_bad_seeds():
+    from charlstm_cli.model import Model, Sampler, Trainer
+
+    with pytest.raises(ValueError, match="seed = 18446744073709551617"):
+        Model(5, 4, 1, seed=2**64 + 1)
+    with Model(5, 4, 1, seed=2**64 - 1) as model:
+        with pytest.raises(ValueError, match="seed = -1"):
+            Trainer(model, 2, 3, seed=-1)
+        with pytest.raises(ValueError, match="batch_size = 4294967298"):
+            Trainer(model, 2**32 + 2, 3)
+        with pytest.raises(ValueError, match="seed = 18446744073709551616"):
+            Sampler(model, 2**64)
 
 
 def test_train_unknown_sample_seed(invoke, corpus, tiny, run_folders):
