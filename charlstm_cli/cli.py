@@ -925,6 +925,8 @@ def _reject_fixed_options(given: dict[str, int | None], run: RunState) -> None:
         stored = getattr(run.model, field_name, None)
         if stored is None:
             stored = getattr(run.training, field_name)
+        if value == stored:
+            continue
         raise UserError(
             f"{option} cannot change when resuming: the checkpoint's model and optimizer "
             f"state were built for {option} {stored}",
@@ -974,6 +976,8 @@ def _resume_corpus(run: RunState, override: Path | None, allow_new: bool) -> str
         settings.seq_len,
         settings.val_fraction,
         str(corpus.path),
+        hint="pass a longer text with --corpus and --allow-new-corpus, or start a "
+        "new run with 'charlstm train' and a smaller --batch-size or --seq-len",
     )
     return corpus.text
 

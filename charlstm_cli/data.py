@@ -292,7 +292,12 @@ def min_corpus_chars(batch_size: int, seq_len: int, val_fraction: float) -> int:
 
 
 def check_corpus_size(
-    n_chars: int, batch_size: int, seq_len: int, val_fraction: float, label: str
+    n_chars: int,
+    batch_size: int,
+    seq_len: int,
+    val_fraction: float,
+    label: str,
+    hint: str = "use a longer corpus, or lower --batch-size or --seq-len",
 ) -> None:
     """Raise UserError when a corpus of n_chars cannot fill one batch per split."""
     need = min_corpus_chars(batch_size, seq_len, val_fraction)
@@ -304,7 +309,7 @@ def check_corpus_size(
     raise UserError(
         f"corpus {label} is too short: it has {n_chars} characters, but batch size "
         f"{batch_size} and sequence length {seq_len} need at least {need}{held_out}",
-        hint="use a longer corpus, or lower --batch-size or --seq-len",
+        hint=hint,
     )
 
 

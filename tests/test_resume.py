@@ -158,6 +158,23 @@ def test_resume_architecture_options_rejected(invoke, finished_run, option, stor
     assert snapshot(finished_run) == before
 
 
+@pytest.mark.parametrize("option, stored", [("--hidden-size", "16"), ("--seq-len", "16")])
+def test_resume_accepts_unchanged_architecture(invoke, finished_run, option, stored):
+    result = invoke("resume", "--epochs", "2", option, stored)
+    assert result.exit_code == 0, result.output
+    assert "cannot change" not in result.stderr
+
+
+def test_resume_short_corpus_hint(invoke, finished_run, corpus, text_maker):
+    corpus.write_text(text_maker(500))
+    result = invoke("resume", "--epochs", "2", "--allow-new-corpus")
+    assert result.exit_code == 1
+    assert "is too short" in result.stderr
+    hint = next(line for line in result.stderr.splitlines() if line.startswith("Hint"))
+    assert "--corpus" in hint
+    assert "start a new run with 'charlstm train'" in hint
+
+
 def test_resume_changed_corpus_rejected(invoke, finished_run, corpus):
     before = snapshot(finished_run)
     corpus.write_text(corpus.read_text() + "KING.\nMore lines.\n")
