@@ -891,7 +891,15 @@ def resume(
     layers: FixedInt = None,
     batch_size: FixedInt = None,
     seq_len: FixedInt = None,
-    threads: Threads = 0,
+    threads: Annotated[
+        Optional[int],
+        typer.Option(
+            min=0,
+            max=MAX_THREADS,
+            help="Kernel threads, as for train. Default: the value the run last used.",
+            show_default=False,
+        ),
+    ] = None,
     run_dir: RunDir = None,
     json_summary: JsonSummary = False,
     verbose: Verbose = 0,
@@ -909,12 +917,27 @@ def resume(
     _apply_limits(run, epochs, max_steps, lr)
     folder = path.resolve().parent
     paths.check_writable(folder)
+    if threads is None:
+        threads = _recorded_threads(folder)
     _set_threads(threads)
     model, trainer = _restore_engine(path, tensors, run)
     _write_run_info(folder, "resume", run, threads)
     _run_training(
         folder, model, trainer, run, text, json_summary, threads, resumed_from=path
     )
+
+
+def _recorded_threads(folder: Path) -> int:
+    """Return the --threads value of the run's last session in run.json, else 0."""
+    target = folder / paths.RUN_INFO
+    try:
+        value = json.loads(target.read_text(encoding="utf-8"))["sessions"][-1]["threads"]
+    except (OSError, ValueError, LookupError, TypeError):
+        return 0
+    if type(value) is not int or not 0 <= value <= MAX_THREADS:
+        return 0
+    print_line(f"--threads {value} (recorded in {target})")
+    return value
 
 
 def _reject_fixed_options(given: dict[str, int | None], run: RunState) -> None:

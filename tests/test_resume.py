@@ -123,6 +123,20 @@ def test_resume_changes_are_announced(invoke, corpus, tiny):
     assert [s["command"] for s in sessions] == ["train", "resume"]
 
 
+def test_resume_reuses_recorded_threads(invoke, corpus, tiny):
+    run = train_run(invoke, corpus, tiny, "threads", "--max-steps", "5")
+    result = invoke("resume", "--max-steps", "10")
+    assert result.exit_code == 0, result.output
+    assert f"--threads 1 (recorded in {run / 'run.json'})" in result.stderr
+    sessions = json.loads((run / "run.json").read_text())["sessions"]
+    assert [s["threads"] for s in sessions] == [1, 1]
+    result = invoke("resume", "--max-steps", "15", "--threads", "2")
+    assert result.exit_code == 0, result.output
+    assert "recorded in" not in result.stderr
+    sessions = json.loads((run / "run.json").read_text())["sessions"]
+    assert sessions[-1]["threads"] == 2
+
+
 # ----------------------------------------------------------------------------
 # rejections: exit non-zero, files unchanged
 
