@@ -584,7 +584,7 @@ def _run_training(
     if resumed_from is not None:
         training.check_position(resumed_from)
     training.rewrite_metrics()
-    _announce(folder, training)
+    _announce(folder, training, len(set(text)))
     signals = StopSignals()
     display = TrainDisplay(
         training.total_steps,
@@ -600,17 +600,30 @@ def _run_training(
         _finish(folder, run, outcome, signals.received, json_summary)
 
 
-def _announce(folder: Path, training: Training) -> None:
+def _plural(count: int, noun: str) -> str:
+    """Return e.g. '1 epoch' or '2 epochs' (thousands separated)."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
+def _announce(folder: Path, training: Training, n_distinct: int) -> None:
+    """Print the run folder and one line of corpus, model and batch sizes.
+
+    `n_distinct` counts the characters of the text being trained on. After
+    resuming on a new corpus it can be lower than the model's vocabulary.
+    """
     run = training.run
     print_line(f"Run folder: {folder}", style="bold")
     corpus = run.corpus
     settings = run.training
+    distinct = f"{n_distinct} distinct"
+    if n_distinct != run.model.n_vocab:
+        distinct += f" (model vocabulary: {run.model.n_vocab})"
     print_line(
-        f"corpus {corpus['name']}: {corpus['n_chars']:,} characters, "
-        f"{run.model.n_vocab} distinct; model {run.model.n_layers} x {run.model.n_hidden} "
-        f"LSTM, {training.model.n_params:,} parameters; batch {settings.batch_size} x "
-        f"{settings.seq_len}, {training.steps_per_epoch} steps per epoch, "
-        f"{training.total_steps} steps in total"
+        f"corpus {corpus['name']}: {corpus['n_chars']:,} characters, {distinct}; "
+        f"model {run.model.n_layers} x {run.model.n_hidden} LSTM, "
+        f"{training.model.n_params:,} parameters; batch {settings.batch_size} x "
+        f"{settings.seq_len}, {_plural(training.steps_per_epoch, 'step')} per epoch, "
+        f"{_plural(training.total_steps, 'step')} in total"
     )
 
 
@@ -1052,9 +1065,9 @@ def _apply_limits(
     if progress.epoch >= settings.epochs or (
         settings.max_steps is not None and progress.step >= settings.max_steps
     ):
-        limit = f"{settings.epochs} epochs"
+        limit = _plural(settings.epochs, "epoch")
         if settings.max_steps is not None:
-            limit += f" or {settings.max_steps} steps"
+            limit += f" or {_plural(settings.max_steps, 'step')}"
         raise UserError(
             f"this run already reached its limit of {limit} "
             f"(epoch {progress.epoch}, step {progress.step})",

@@ -133,6 +133,12 @@ def test_train_json_summary_on_stdout(invoke, corpus, tiny):
     assert Path(summary["checkpoints"]["latest"]).is_file()
 
 
+def test_train_header_counts_in_singular(invoke, corpus, tiny):
+    result = invoke("train", "--corpus", corpus, *tiny, "--max-steps", "1")
+    assert result.exit_code == 0, result.output
+    assert "42 steps per epoch, 1 step in total" in result.stderr
+
+
 def test_train_max_steps_stops_mid_epoch(invoke, corpus, tiny, run_folders):
     result = invoke("train", "--corpus", corpus, *tiny, "--max-steps", "12", "--json")
     assert result.exit_code == 0, result.output

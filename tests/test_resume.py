@@ -154,7 +154,7 @@ def test_resume_finished_run_rejected(invoke, finished_run):
     before = snapshot(finished_run)
     result = invoke("resume")
     assert result.exit_code == 1
-    assert "already reached its limit of 1 epochs" in result.stderr
+    assert "already reached its limit of 1 epoch (epoch 1, step 42)" in result.stderr
     assert "Hint: pass a larger --epochs or --max-steps" in result.stderr
     assert snapshot(finished_run) == before
 
@@ -207,6 +207,17 @@ def test_resume_allow_new_corpus(invoke, finished_run, corpus):
     assert "continuing on a changed corpus" in result.stderr
     _, metadata = load_checkpoint(finished_run / "latest.ckpt")
     assert metadata["corpus"]["size_bytes"] == 3018
+
+
+def test_resume_new_corpus_counts_characters(invoke, finished_run, corpus, text_maker):
+    _, metadata = load_checkpoint(finished_run / "latest.ckpt")
+    n_vocab = len(metadata["vocab"])
+    smaller = "".join(c for c in text_maker(6000) if c not in "KQ")
+    corpus.write_text(smaller)
+    result = invoke("resume", "--epochs", "2", "--allow-new-corpus")
+    assert result.exit_code == 0, result.output
+    expected = f"{len(set(smaller))} distinct (model vocabulary: {n_vocab});"
+    assert expected in result.stderr
 
 
 def test_resume_new_corpus_unknown_characters(invoke, finished_run, corpus):
