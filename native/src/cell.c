@@ -51,11 +51,13 @@ static inline float tanh_poly(float x) {
 
 CLONE_FOR_ISA
 static void cell_forward_row(int H, float *restrict gi, float *restrict gf, float *restrict go,
-                             float *restrict gg, const float *restrict cp, float *restrict cn,
-                             float *restrict hn, float *restrict tc) {
+                             float *restrict gg, const float *restrict bias,
+                             const float *restrict cp, float *restrict cn, float *restrict hn,
+                             float *restrict tc) {
+    const float *bi = bias, *bf = bias + H, *bo = bias + 2 * H, *bg = bias + 3 * H;
     for (int j = 0; j < H; j++) {
-        float i = sigmoid(gi[j]), f = sigmoid(gf[j]), o = sigmoid(go[j]);
-        float g = tanh_poly(gg[j]);
+        float i = sigmoid(gi[j] + bi[j]), f = sigmoid(gf[j] + bf[j]);
+        float o = sigmoid(go[j] + bo[j]), g = tanh_poly(gg[j] + bg[j]);
         float c = f * cp[j] + i * g;
         float t = tanh_poly(c);
         gi[j] = i;
@@ -68,17 +70,18 @@ static void cell_forward_row(int H, float *restrict gi, float *restrict gf, floa
     }
 }
 
-/* gates (B, 4H): the pre-activations a_i, a_f, a_o, a_g of each row.
- * c_prev and c_next must not overlap. */
-void lstm_cell_forward(int B, int H, float *gates, const float *c_prev, float *c_next,
-                       float *h_next, float *tanh_c) {
+/* gates (B, 4H): the pre-activations a_i, a_f, a_o, a_g of each row, still
+ * without the bias (4H), which is added here. c_prev and c_next must not
+ * overlap. */
+void lstm_cell_forward(int B, int H, float *gates, const float *bias, const float *c_prev,
+                       float *c_next, float *h_next, float *tanh_c) {
     int threads = (size_t)B * H >= MIN_PARALLEL_ELEMENTS ? charlstm_get_num_threads() : 1;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int b = 0; b < B; b++) {
         float *gi = gates + (size_t)b * 4 * H;
         size_t row = (size_t)b * H;
-        cell_forward_row(H, gi, gi + H, gi + 2 * H, gi + 3 * H, c_prev + row, c_next + row,
-                         h_next + row, tanh_c + row);
+        cell_forward_row(H, gi, gi + H, gi + 2 * H, gi + 3 * H, bias, c_prev + row,
+                         c_next + row, h_next + row, tanh_c + row);
     }
 }
 

@@ -62,11 +62,11 @@ void model_weights_view(const charlstm_model *model, float *block, lstm_weights 
 // ----------------------------------------------------------------------------
 // LSTM cell kernels (cell.c)
 
-/* Turns pre-activations (B, 4H) into activated gates in place and steps the
- * cell: c_next = f*c_prev + i*g, h_next = o*tanh(c_next). c_prev and c_next
- * must not overlap. */
-void lstm_cell_forward(int B, int H, float *gates, const float *c_prev, float *c_next,
-                       float *h_next, float *tanh_c);
+/* Adds the bias (4H) to the pre-activations (B, 4H), turns them into
+ * activated gates in place and steps the cell: c_next = f*c_prev + i*g,
+ * h_next = o*tanh(c_next). c_prev and c_next must not overlap. */
+void lstm_cell_forward(int B, int H, float *gates, const float *bias, const float *c_prev,
+                       float *c_next, float *h_next, float *tanh_c);
 /* Inverts lstm_cell_forward for one step. dh_out (B,H) is the gradient
  * arriving from the layer above, dh_rec (B,H) the one from step t+1;
  * dc (B,H) enters as dL/dc_t and leaves as dL/dc_{t-1}. Writes dpre (B,4H). */

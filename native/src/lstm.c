@@ -87,25 +87,21 @@ static const float *layer_output(const lstm_buffers *buf, int l, int H) {
 // ----------------------------------------------------------------------------
 // forward
 
-/* Gate pre-activations of all T steps before the recurrence: a row gather
- * from w_ih for the one-hot layer 0, one matrix product for upper layers. */
+/* Input part of the gate pre-activations of all T steps before the
+ * recurrence: a row gather from w_ih for the one-hot layer 0, one matrix
+ * product for upper layers. The cell adds the bias. */
 static void input_gates(const lstm_buffers *buf, int l, int H, const lstm_weights *w,
                         const float *x) {
     size_t TB = (size_t)buf->T * buf->B, G = 4 * (size_t)H;
     float *pre = buf->gates[l];
-    int threads = threads_for(TB * G);
-    if (l == 0) {
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-        for (size_t r = 0; r < TB; r++) {
-            const float *row = w->w_ih[0] + (size_t)buf->inputs[r] * G;
-            for (size_t j = 0; j < G; j++) pre[r * G + j] = row[j] + w->bias[0][j];
-        }
+    if (l > 0) {
+        charlstm_gemm_nn((int)TB, (int)G, H, x, H, w->w_ih[l], (int)G, pre, (int)G, 0);
         return;
     }
-    charlstm_gemm_nn((int)TB, (int)G, H, x, H, w->w_ih[l], (int)G, pre, (int)G, 0);
+    int threads = threads_for(TB * G);
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (size_t r = 0; r < TB; r++)
-        for (size_t j = 0; j < G; j++) pre[r * G + j] += w->bias[l][j];
+        memcpy(pre + r * G, w->w_ih[0] + (size_t)buf->inputs[r] * G, G * sizeof(float));
 }
 
 static void apply_dropout(lstm_buffers *buf, int l, int H, float p, rng_state *rng) {
@@ -173,7 +169,7 @@ double lstm_forward(lstm_buffers *buf, const charlstm_model_config *mc, const ls
                 charlstm_gemm_nn_packed(B, (int)G, H, h_prev, H, buf->packed, pre, (int)G, 1);
             else
                 charlstm_gemm_nn(B, (int)G, H, h_prev, H, w->w_hh[l], (int)G, pre, (int)G, 1);
-            lstm_cell_forward(B, H, pre, buf->c[l] + (size_t)t * BH,
+            lstm_cell_forward(B, H, pre, w->bias[l], buf->c[l] + (size_t)t * BH,
                               buf->c[l] + (size_t)(t + 1) * BH, buf->h[l] + (size_t)(t + 1) * BH,
                               buf->tanh_c[l] + (size_t)t * BH);
         }
@@ -258,9 +254,11 @@ static void scatter_input_grad(const lstm_buffers *buf, size_t V, size_t G, floa
 }
 
 /* Reverse recurrence of layer l: consumes buf->dout (gradient of the layer's
- * output h_1..h_T) and fills buf->dpre; leaves dL/dh0, dL/dc0 in the outputs. */
+ * output h_1..h_T), fills buf->dpre and adds (or, without `accumulate`,
+ * writes) the bias gradient while each step's rows are still in cache.
+ * Leaves dL/dh0, dL/dc0 in the outputs. */
 static void layer_backward_time(lstm_buffers *buf, int l, int H, const lstm_weights *w,
-                                float *dh0, float *dc0) {
+                                float *dbias, float *dh0, float *dc0, int accumulate) {
     int B = buf->B, T = buf->T;
     size_t BH = (size_t)B * H, G = 4 * (size_t)H;
     memset(buf->dh_rec, 0, BH * sizeof(float));
@@ -273,6 +271,7 @@ static void layer_backward_time(lstm_buffers *buf, int l, int H, const lstm_weig
         lstm_cell_backward(B, H, buf->gates[l] + (size_t)t * B * G, buf->c[l] + (size_t)t * BH,
                            buf->tanh_c[l] + (size_t)t * BH, buf->dout + (size_t)t * BH,
                            buf->dh_rec, buf->dc, dpre);
+        add_column_sums(dpre, (size_t)B, G, dbias, accumulate || t < T - 1);
         // dh_{t-1} = dpre_t @ w_hh^T
         if (use_packed)
             charlstm_gemm_nt_packed(B, H, (int)G, dpre, (int)G, buf->packed, buf->dh_rec, H, 0);
@@ -302,12 +301,12 @@ void lstm_backward(lstm_buffers *buf, const charlstm_model_config *mc, const lst
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
             for (size_t k = 0; k < TB * H; k++) buf->dout[k] *= buf->mask[l][k];
         }
-        layer_backward_time(buf, l, H, w, dh0 + l * BH, dc0 + l * BH);
+        layer_backward_time(buf, l, H, w, dw->bias[l], dh0 + l * BH, dc0 + l * BH,
+                            accumulate);
 
         // weight gradients as one product over all T steps
         charlstm_gemm_tn(H, (int)G, (int)TB, buf->h[l], H, buf->dpre, (int)G, dw->w_hh[l],
                          (int)G, accumulate);
-        add_column_sums(buf->dpre, TB, G, dw->bias[l], accumulate);
         if (l == 0) {
             scatter_input_grad(buf, (size_t)V, G, dw->w_ih[0], accumulate);
             break;

@@ -96,15 +96,13 @@ static void step_token(charlstm_sampler *s, int32_t token, int want_logits) {
     for (int l = 0; l < m->cfg.n_layers; l++) {
         float *h = s->h + (size_t)l * H, *c = s->c + (size_t)l * H;
         if (l == 0) {
-            const float *row = w.w_ih[0] + (size_t)token * G;
-            for (size_t j = 0; j < G; j++) s->gates[j] = row[j] + w.bias[0][j];
+            memcpy(s->gates, w.w_ih[0] + (size_t)token * G, G * sizeof(float));
         } else {
-            memcpy(s->gates, w.bias[l], G * sizeof(float));
             charlstm_gemm_nn_packed(1, (int)G, H, s->h + (size_t)(l - 1) * H, H,
-                                    s->packed_ih[l], s->gates, (int)G, 1);
+                                    s->packed_ih[l], s->gates, (int)G, 0);
         }
         charlstm_gemm_nn_packed(1, (int)G, H, h, H, s->packed_hh[l], s->gates, (int)G, 1);
-        lstm_cell_forward(1, H, s->gates, c, s->c_next, h, s->tanh_c);
+        lstm_cell_forward(1, H, s->gates, w.bias[l], c, s->c_next, h, s->tanh_c);
         memcpy(c, s->c_next, (size_t)H * sizeof(float));
     }
     if (!want_logits) return;
