@@ -193,7 +193,7 @@ def _in_range(
         bounds.append(f"{'>' if low_open else '>='} {low:g}")
     if high is not None:
         bounds.append(f"{'<' if high_open else '<='} {high:g}")
-    expected = "a number " + " and ".join(bounds)
+    expected = "must be a finite number " + " and ".join(bounds)
 
     def check(value: float | None) -> float | None:
         if value is None:
@@ -201,7 +201,7 @@ def _in_range(
         too_low = low is not None and (value <= low if low_open else value < low)
         too_high = high is not None and (value >= high if high_open else value > high)
         if not math.isfinite(value) or too_low or too_high:
-            raise typer.BadParameter(f"{value} is not {expected}")
+            raise typer.BadParameter(f"{expected}, not {value}")
         return value
 
     return check
@@ -1055,10 +1055,10 @@ def _apply_limits(
         ("--max-steps", "max_steps", max_steps),
         ("--lr", "lr", lr),
     ):
-        if value is not None and value != getattr(settings, attribute):
-            print_line(
-                f"{option}: {getattr(settings, attribute)} -> {value}", style="yellow"
-            )
+        old = getattr(settings, attribute)
+        if value is not None and value != old:
+            shown = "no limit" if old is None else old
+            print_line(f"{option}: {shown} -> {value}", style="yellow")
             setattr(settings, attribute, value)
     if lr is not None:
         progress.lr = settings.lr_for_epoch(progress.epoch)

@@ -576,6 +576,13 @@ def test_model_and_trainer_reject_bad_seeds():
             Sampler(model, 2**64)
 
 
+@pytest.mark.parametrize("value", ["inf", "nan", "-1"])
+def test_train_lr_message(invoke, corpus, value):
+    result = invoke("train", "--corpus", corpus, "--lr", value)
+    assert result.exit_code == 2
+    assert f"must be a finite number > 0, not {float(value)}" in result.stderr
+
+
 def test_train_unknown_sample_seed(invoke, corpus, tiny, run_folders):
     result = invoke("train", "--corpus", corpus, *tiny, "--sample-seed", "Z\u00e9")
     assert_rejected(result, run_folders, "--sample-seed", "'Z', '\u00e9'")

@@ -115,12 +115,16 @@ def test_resume_changes_are_announced(invoke, corpus, tiny):
     assert result.exit_code == 0, result.output
     assert "--epochs: 1 -> 2" in result.stderr
     assert "--lr: 0.002 -> 0.004" in result.stderr
+
     _, metadata = load_checkpoint(run / "latest.ckpt")
     epochs = [r for r in metadata["history"] if r["kind"] == "epoch"]
     assert epochs[1]["lr"] == pytest.approx(0.004)
     assert metadata["training"]["epochs"] == 2
     sessions = json.loads((run / "run.json").read_text())["sessions"]
     assert [s["command"] for s in sessions] == ["train", "resume"]
+    result = invoke("resume", "--epochs", "3", "--max-steps", "100")
+    assert result.exit_code == 0, result.output
+    assert "--max-steps: no limit -> 100" in result.stderr
 
 
 def test_resume_reuses_recorded_threads(invoke, corpus, tiny):
