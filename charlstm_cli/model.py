@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import struct
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +50,24 @@ def _check_seed(value: int) -> int:
     """Return `value`, or raise ValueError when it does not fit the C uint64 seed."""
     if not 0 <= value <= UINT64_MAX:
         raise ValueError(f"seed = {value} is outside [0, 2**64 - 1]")
+    return value
+
+
+def shortest_float32(value: float) -> float:
+    """Return the shortest decimal that converts to the same float32 as `value`.
+
+    A float32 learning rate of 0.002 reads back as 0.0020000000949949026.
+    This returns 0.002, which JSON and logs print as written, and which
+    converts back to the identical float32.
+    """
+    bits = struct.pack("<f", value)
+    for digits in range(1, 10):
+        candidate = float(f"{value:.{digits}g}")
+        try:
+            if struct.pack("<f", candidate) == bits:
+                return candidate
+        except OverflowError:
+            continue
     return value
 
 
@@ -193,7 +212,7 @@ class Trainer(_Handle):
 
     @property
     def lr(self) -> float:
-        return float(lib.charlstm_trainer_get_lr(self._live()))
+        return shortest_float32(lib.charlstm_trainer_get_lr(self._live()))
 
     @lr.setter
     def lr(self, value: float) -> None:
@@ -207,7 +226,7 @@ class Trainer(_Handle):
             self._live(), x, y, len(x), ctypes.byref(loss), ctypes.byref(norm)
         )
         self._check(status, "charlstm_trainer_step")
-        return loss.value, norm.value
+        return loss.value, shortest_float32(norm.value)
 
     def zero_grad(self) -> None:
         lib.charlstm_trainer_zero_grad(self._live())

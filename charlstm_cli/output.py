@@ -275,7 +275,7 @@ def print_summary(run_dir: Path, run: RunState, outcome: Outcome) -> None:
 
 
 _REASON_TEXT = {
-    "completed": "finished",
+    "completed": "completed",
     "interrupted": "interrupted",
     "nonfinite": "non-finite loss",
     "diverged": "loss diverged",

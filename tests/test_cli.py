@@ -128,6 +128,10 @@ def test_train_json_summary_on_stdout(invoke, corpus, tiny):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["stopped"] == "completed"
+    (stopped_row,) = [line for line in result.stderr.splitlines() if " stopped " in line]
+    assert "completed" in stopped_row
+    assert summary["last_epoch"]["lr"] == 0.002
+    assert '"lr": 0.002,' in result.stdout
     assert summary["steps"] == 42
     assert summary["best_epoch"] == 1
     assert Path(summary["checkpoints"]["latest"]).is_file()
@@ -137,6 +141,19 @@ def test_train_header_counts_in_singular(invoke, corpus, tiny):
     result = invoke("train", "--corpus", corpus, *tiny, "--max-steps", "1")
     assert result.exit_code == 0, result.output
     assert "42 steps per epoch, 1 step in total" in result.stderr
+
+
+def test_shortest_float32_round_trips():
+    import struct
+
+    from charlstm_cli.model import shortest_float32
+
+    for value in (0.002, 1e-3 * 0.5**7, 3.0e-4, 1 / 3, 5.0, 3.4028234663852886e38):
+        as_float32 = struct.unpack("<f", struct.pack("<f", value))[0]
+        short = shortest_float32(as_float32)
+        assert struct.pack("<f", short) == struct.pack("<f", as_float32), value
+        assert len(repr(short)) <= len(repr(as_float32)), value
+    assert shortest_float32(0.0020000000949949026) == 0.002
 
 
 def test_train_max_steps_stops_mid_epoch(invoke, corpus, tiny, run_folders):
