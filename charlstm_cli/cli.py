@@ -83,6 +83,12 @@ MAX_THREADS = 1024
 MAX_TOP_K = 2**31 - 1  # an int32 in C; any value >= the vocabulary size disables it
 
 
+# Metavar for flags: Typer's help shows <bool> beside a flag unless the
+# metavar is set, and an empty one leaves that column blank. Typer's own
+# --help and --install-completion still show <bool>.
+FLAG = ""
+
+
 class OptimizerName(str, enum.Enum):
     ADAM = "adam"
     SGD = "sgd"
@@ -245,7 +251,11 @@ Threads = Annotated[
 ]
 JsonSummary = Annotated[
     bool,
-    typer.Option("--json", help="Print a JSON summary on stdout when training ends."),
+    typer.Option(
+        "--json",
+        metavar=FLAG,
+        help="Print a JSON summary on stdout when training ends.",
+    ),
 ]
 Epochs = Annotated[
     int, typer.Option(min=1, max=MAX_EPOCHS, help="Passes over the training text.")
@@ -273,6 +283,7 @@ def app_options(
         bool,
         typer.Option(
             "--version",
+            metavar=FLAG,
             callback=_version_callback,
             is_eager=True,
             help="Print the version.",
@@ -758,7 +769,8 @@ def generate(
     drop_unknown: Annotated[
         bool,
         typer.Option(
-            help="Drop seed characters the model does not know instead of failing."
+            metavar=FLAG,
+            help="Drop seed characters the model does not know instead of failing.",
         ),
     ] = False,
     threads: Annotated[
@@ -883,7 +895,9 @@ def resume(
     ] = None,
     allow_new_corpus: Annotated[
         bool,
-        typer.Option(help="Continue on a corpus whose size or SHA-256 changed."),
+        typer.Option(
+            metavar=FLAG, help="Continue on a corpus whose size or SHA-256 changed."
+        ),
     ] = False,
     epochs: Annotated[
         Optional[int],

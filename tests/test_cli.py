@@ -50,6 +50,17 @@ def test_help_renders(invoke, command):
     assert "Usage" in result.stdout
 
 
+@pytest.mark.parametrize(
+    "command, flag",
+    [([], "--version"), (["train"], "--json"), (["generate"], "--drop-unknown")],
+)
+def test_help_hides_flag_metavar(invoke, command, flag):
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0, result.output
+    (line,) = [line for line in result.stdout.splitlines() if f" {flag} " in line]
+    assert "<bool>" not in line
+
+
 def test_version_prints_package_version(invoke):
     from charlstm_cli import __version__
 
