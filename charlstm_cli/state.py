@@ -12,6 +12,7 @@ run bit for bit where it stopped.
 
 from __future__ import annotations
 
+import math
 import sys
 from array import array
 from dataclasses import asdict, dataclass, field, fields
@@ -150,26 +151,174 @@ def _build(path: Path, cls: type, values: dict[str, Any], key: str) -> Any:
     return cls(**{name: values[name] for name in names})
 
 
+_INT32_MAX = 2**31 - 1
+_INT64_MAX = 2**63 - 1
+_UINT64_MAX = 2**64 - 1
+
+# Integer fields that resume and generate rely on, with their (min, max).
+_INT_FIELDS = {
+    "model": {
+        "n_vocab": (2, _INT32_MAX),
+        "n_hidden": (1, _INT32_MAX),
+        "n_layers": (1, _INT32_MAX),
+        "init_seed": (0, _UINT64_MAX),
+    },
+    "training": {
+        "batch_size": (1, _INT32_MAX),
+        "seq_len": (1, _INT32_MAX),
+        "epochs": (1, _INT64_MAX),
+        "lr_decay_every": (1, _INT64_MAX),
+        "rng_seed": (0, _UINT64_MAX),
+        "log_every": (1, _INT64_MAX),
+        "keep_epochs": (0, _INT64_MAX),
+        "sample_length": (0, _INT64_MAX),
+    },
+    "progress": {
+        "epoch": (0, _INT64_MAX),
+        "step": (0, _INT64_MAX),
+        "epoch_step": (0, _INT64_MAX),
+        "chars_seen": (0, _INT64_MAX),
+        "optimizer_step": (0, _INT64_MAX),
+        "epoch_loss_steps": (0, _INT64_MAX),
+        "log_steps": (0, _INT64_MAX),
+    },
+}
+# Float fields, each finite (None allowed where marked).
+_FLOAT_FIELDS = {
+    "model": {"forget_bias": False},
+    "training": {
+        "lr": False,
+        "momentum": False,
+        "weight_decay": False,
+        "clip_norm": False,
+        "clip_value": False,
+        "dropout": False,
+        "lr_decay_factor": False,
+        "val_fraction": False,
+    },
+    "progress": {
+        "lr": False,
+        "elapsed": False,
+        "first_loss": True,
+        "epoch_loss_sum": False,
+        "log_loss_sum": False,
+    },
+}
+
+
+def _invalid(path: Path, field_name: str, value: Any, expected: str) -> CheckpointError:
+    return CheckpointError(
+        path,
+        f"checkpoint {path} has an invalid {field_name}: {value!r} "
+        f"(expected {expected})",
+        "The file was edited or damaged. Use another checkpoint from the run folder.",
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_fields(path: Path, section: str, values: dict[str, Any]) -> None:
+    """Raise CheckpointError for a field of `section` with a wrong type or range."""
+    for name, (low, high) in _INT_FIELDS[section].items():
+        value = values[name]
+        if not _is_int(value) or not low <= value <= high:
+            expected = f"an integer from {low} to {high}"
+            raise _invalid(path, f"{section}.{name}", value, expected)
+    for name, optional in _FLOAT_FIELDS[section].items():
+        value = values[name]
+        if optional and value is None:
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise _invalid(path, f"{section}.{name}", value, "a number")
+        if not math.isfinite(value):
+            raise _invalid(path, f"{section}.{name}", value, "a finite number")
+
+
+def _check_training_extras(path: Path, training: TrainSettings) -> None:
+    if training.max_steps is not None and not (
+        _is_int(training.max_steps) and 1 <= training.max_steps <= _INT64_MAX
+    ):
+        expected = f"null or an integer from 1 to {_INT64_MAX}"
+        raise _invalid(path, "training.max_steps", training.max_steps, expected)
+    if training.optimizer not in ("adam", "sgd"):
+        raise _invalid(path, "training.optimizer", training.optimizer, "'adam' or 'sgd'")
+    if training.lr_schedule not in ("none", "step"):
+        expected = "'none' or 'step'"
+        raise _invalid(path, "training.lr_schedule", training.lr_schedule, expected)
+    if not isinstance(training.sample_seed, str) or not training.sample_seed:
+        raise _invalid(path, "training.sample_seed", training.sample_seed, "a text")
+
+
+def _check_progress_extras(path: Path, progress: Progress, batch_size: int) -> None:
+    positions = progress.stream_positions
+    if not isinstance(positions, list) or (
+        positions
+        and (
+            len(positions) != batch_size
+            or not all(_is_int(p) and 0 <= p <= _INT64_MAX for p in positions)
+        )
+    ):
+        expected = f"an empty list or {batch_size} integers >= 0"
+        raise _invalid(path, "progress.stream_positions", positions, expected)
+    rng = progress.train_rng
+    if not isinstance(rng, list) or not (
+        len(rng) == 4 and all(_is_int(w) and 0 <= w <= _UINT64_MAX for w in rng)
+    ):
+        expected = "4 integers from 0 to 2**64 - 1"
+        raise _invalid(path, "progress.train_rng", rng, expected)
+    if not isinstance(progress.finished, bool):
+        raise _invalid(path, "progress.finished", progress.finished, "true or false")
+
+
+def _check_vocab(path: Path, vocab: list[Any], n_vocab: int) -> None:
+    if len(vocab) != n_vocab:
+        raise _invalid(path, "vocab", f"{len(vocab)} entries", f"{n_vocab} entries")
+    for index, char in enumerate(vocab):
+        if not isinstance(char, str) or len(char) != 1:
+            raise _invalid(path, f"vocab[{index}]", char, "one character")
+    if len(set(vocab)) != len(vocab):
+        duplicates = sorted({char for char in vocab if vocab.count(char) > 1})
+        raise _invalid(path, "vocab", duplicates, "each character listed once")
+
+
+def _check_best(path: Path, metadata: dict[str, Any]) -> None:
+    best_epoch = metadata.get("best_epoch")
+    if best_epoch is not None and not (_is_int(best_epoch) and best_epoch >= 0):
+        raise _invalid(path, "best_epoch", best_epoch, "null or an integer >= 0")
+    best = metadata.get("best_val_loss")
+    if best is not None and not (
+        isinstance(best, (int, float))
+        and not isinstance(best, bool)
+        and math.isfinite(best)
+    ):
+        raise _invalid(path, "best_val_loss", best, "null or a finite number")
+
+
 def read_run_state(path: Path, metadata: dict[str, Any]) -> RunState:
-    """Parse checkpoint metadata; raise CheckpointError when a key is missing."""
+    """Parse checkpoint metadata and check every field that resume and generate use.
+
+    Raises CheckpointError naming the file and the field when a key is
+    missing or a value has the wrong type or range (a hand-edited file).
+    """
     model = _build(
         path, ModelSettings, _section(path, metadata, "model", dict), "model"
     )
     training = _build(
         path, TrainSettings, _section(path, metadata, "training", dict), "training"
     )
+    _check_fields(path, "model", asdict(model))
+    _check_fields(path, "training", asdict(training))
+    _check_training_extras(path, training)
     vocab = _section(path, metadata, "vocab", list)
-    if len(vocab) != model.n_vocab or not all(
-        isinstance(char, str) and len(char) == 1 for char in vocab
-    ):
-        raise CheckpointError(
-            path,
-            f"checkpoint {path} is damaged: its vocabulary does not list "
-            f"{model.n_vocab} single characters",
-        )
+    _check_vocab(path, vocab, model.n_vocab)
     progress = _build(
         path, Progress, _section(path, metadata, "progress", dict), "progress"
     )
+    _check_fields(path, "progress", asdict(progress))
+    _check_progress_extras(path, progress, training.batch_size)
+    _check_best(path, metadata)
     return RunState(
         model=model,
         training=training,

@@ -253,6 +253,54 @@ def test_resume_truncated_checkpoint(invoke, finished_run):
     assert "Traceback" not in result.output
 
 
+def rewrite_metadata(checkpoint: Path, section: str, key: str | None, value) -> None:
+    """Save `checkpoint` again with one metadata value replaced, as a hand edit would."""
+    from charlstm_cli.checkpoint import save_checkpoint
+
+    tensors, metadata = load_checkpoint(checkpoint)
+    if key is None:
+        metadata[section] = value
+    else:
+        metadata[section][key] = value
+    save_checkpoint(checkpoint, tensors, metadata)
+
+
+@pytest.mark.parametrize(
+    "section, key, value, field",
+    [
+        ("progress", "epoch", -1, "progress.epoch"),
+        ("progress", "step", "12", "progress.step"),
+        ("progress", "stream_positions", [0, 1], "progress.stream_positions"),
+        ("progress", "train_rng", [1, 2, 3, -4], "progress.train_rng"),
+        ("model", "n_hidden", 2**40, "model.n_hidden"),
+        ("training", "batch_size", 0, "training.batch_size"),
+        ("training", "lr", float("nan"), "training.lr"),
+        ("best_epoch", None, -3, "best_epoch"),
+    ],
+)
+def test_resume_edited_metadata_rejected(invoke, finished_run, section, key, value, field):
+    checkpoint = finished_run / "latest.ckpt"
+    rewrite_metadata(checkpoint, section, key, value)
+    for command in (["resume", checkpoint, "--epochs", "2"], ["generate", checkpoint]):
+        result = invoke(*command)
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output
+        assert f"checkpoint {checkpoint} has an invalid {field}:" in result.stderr
+    assert not list(finished_run.glob("epoch--*"))
+
+
+def test_resume_duplicate_vocab_rejected(invoke, finished_run):
+    checkpoint = finished_run / "latest.ckpt"
+    _, metadata = load_checkpoint(checkpoint)
+    vocab = metadata["vocab"]
+    rewrite_metadata(checkpoint, "vocab", None, [vocab[0], *vocab[:-1]])
+    result = invoke("resume", checkpoint, "--epochs", "2")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    expected = f"has an invalid vocab: [{vocab[0]!r}] (expected each character listed once)"
+    assert expected in result.stderr
+
+
 # ----------------------------------------------------------------------------
 # signals in a real process
 
