@@ -340,7 +340,8 @@ def train(
         ),
     ] = 64,
     batch_size: Annotated[
-        int, typer.Option(min=1, max=MAX_SIZE, help="Parallel streams through the text.")
+        int,
+        typer.Option(min=1, max=MAX_SIZE, help="Parallel streams through the text."),
     ] = 32,
     epochs: Epochs = 10,
     max_steps: MaxSteps = None,
@@ -958,7 +959,9 @@ def _recorded_threads(folder: Path) -> int:
     """Return the --threads value of the run's last session in run.json, else 0."""
     target = folder / paths.RUN_INFO
     try:
-        value = json.loads(target.read_text(encoding="utf-8"))["sessions"][-1]["threads"]
+        value = json.loads(target.read_text(encoding="utf-8"))["sessions"][-1][
+            "threads"
+        ]
     except (OSError, ValueError, LookupError, TypeError):
         return 0
     if type(value) is not int or not 0 <= value <= MAX_THREADS:

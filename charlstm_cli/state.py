@@ -243,7 +243,9 @@ def _check_training_extras(path: Path, training: TrainSettings) -> None:
         expected = f"null or an integer from 1 to {_INT64_MAX}"
         raise _invalid(path, "training.max_steps", training.max_steps, expected)
     if training.optimizer not in ("adam", "sgd"):
-        raise _invalid(path, "training.optimizer", training.optimizer, "'adam' or 'sgd'")
+        raise _invalid(
+            path, "training.optimizer", training.optimizer, "'adam' or 'sgd'"
+        )
     if training.lr_schedule not in ("none", "step"):
         expected = "'none' or 'step'"
         raise _invalid(path, "training.lr_schedule", training.lr_schedule, expected)

@@ -139,7 +139,9 @@ def test_train_json_summary_on_stdout(invoke, corpus, tiny):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["stopped"] == "completed"
-    (stopped_row,) = [line for line in result.stderr.splitlines() if " stopped " in line]
+    (stopped_row,) = [
+        line for line in result.stderr.splitlines() if " stopped " in line
+    ]
     assert "completed" in stopped_row
     assert summary["last_epoch"]["lr"] == 0.002
     assert '"lr": 0.002,' in result.stdout

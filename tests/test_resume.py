@@ -176,7 +176,9 @@ def test_resume_architecture_options_rejected(invoke, finished_run, option, stor
     assert snapshot(finished_run) == before
 
 
-@pytest.mark.parametrize("option, stored", [("--hidden-size", "16"), ("--seq-len", "16")])
+@pytest.mark.parametrize(
+    "option, stored", [("--hidden-size", "16"), ("--seq-len", "16")]
+)
 def test_resume_accepts_unchanged_architecture(invoke, finished_run, option, stored):
     result = invoke("resume", "--epochs", "2", option, stored)
     assert result.exit_code == 0, result.output
@@ -278,7 +280,9 @@ def rewrite_metadata(checkpoint: Path, section: str, key: str | None, value) -> 
         ("best_epoch", None, -3, "best_epoch"),
     ],
 )
-def test_resume_edited_metadata_rejected(invoke, finished_run, section, key, value, field):
+def test_resume_edited_metadata_rejected(
+    invoke, finished_run, section, key, value, field
+):
     checkpoint = finished_run / "latest.ckpt"
     rewrite_metadata(checkpoint, section, key, value)
     for command in (["resume", checkpoint, "--epochs", "2"], ["generate", checkpoint]):
@@ -297,7 +301,9 @@ def test_resume_duplicate_vocab_rejected(invoke, finished_run):
     result = invoke("resume", checkpoint, "--epochs", "2")
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
-    expected = f"has an invalid vocab: [{vocab[0]!r}] (expected each character listed once)"
+    expected = (
+        f"has an invalid vocab: [{vocab[0]!r}] (expected each character listed once)"
+    )
     assert expected in result.stderr
 
 

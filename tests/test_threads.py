@@ -71,4 +71,3 @@ def test_tuner_ends_probe_when_clearly_slower():
     used = _run(tuner, lambda n: 1.9 if n == 2 else 0.015, 10)
     assert tuner.current == 1
     assert used.count(2) == ThreadTuner.FIRST_PROBE_AFTER + 1
-
