@@ -966,7 +966,7 @@ def _recorded_threads(folder: Path) -> int:
         return 0
     if type(value) is not int or not 0 <= value <= MAX_THREADS:
         return 0
-    print_line(f"--threads {value} (recorded in {target})")
+    print_line(f"Using --threads {value}, recorded in {target}")
     return value
 
 

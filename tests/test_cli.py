@@ -710,6 +710,7 @@ def test_module_generate_interrupt_during_seed(run_module, corpus, tmp_path):
         "train", "--corpus", corpus, *size, "--seq-len", "8", "--max-steps", "1"
     )
     assert trained.returncode == 0, trained.stderr
+
     seed = corpus.read_text().replace("\n", " ") * 17  # about 50,000 characters
     command = [sys.executable, "-m", "charlstm_cli", "-v", "generate", "--seed", seed]
     process = subprocess.Popen(
@@ -733,6 +734,7 @@ def test_module_generate_interrupt_during_seed(run_module, corpus, tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
+
     assert process.returncode == 130, stderr
     assert "Interrupted." in stderr
     assert "Traceback" not in stderr

@@ -131,7 +131,7 @@ def test_resume_reuses_recorded_threads(invoke, corpus, tiny):
     run = train_run(invoke, corpus, tiny, "threads", "--max-steps", "5")
     result = invoke("resume", "--max-steps", "10")
     assert result.exit_code == 0, result.output
-    assert f"--threads 1 (recorded in {run / 'run.json'})" in result.stderr
+    assert f"Using --threads 1, recorded in {run / 'run.json'}" in result.stderr
     sessions = json.loads((run / "run.json").read_text())["sessions"]
     assert [s["threads"] for s in sessions] == [1, 1]
     result = invoke("resume", "--max-steps", "15", "--threads", "2")
