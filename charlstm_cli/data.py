@@ -27,6 +27,10 @@ BUNDLED_CORPUS = "shakespeare.txt"
 STDIN_PATH = "-"
 # Bytes checked for NUL, which text files never contain but binary files do.
 _BINARY_PROBE = 8192
+# Largest corpus read, because training holds the text and its token ids in
+# memory (about 5 bytes per character for ASCII text).
+MAX_CORPUS_BYTES = 1 << 30
+_READ_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -115,18 +119,49 @@ def _check_readable_kind(mode: int, label: str) -> None:
         )
 
 
-def read_bytes(path: Path) -> bytes:
+def _too_large(label: str) -> UserError:
+    return UserError(
+        f"corpus {label} is larger than the {MAX_CORPUS_BYTES >> 20} MiB limit",
+        hint="train on a sample of it, e.g. 'head -c 500M big.txt > sample.txt'",
+    )
+
+
+def _read_limited(stream, label: str, allow_nul: bool) -> bytes:
+    """Read a stream to its end in chunks, stopping at MAX_CORPUS_BYTES.
+
+    Unless `allow_nul` (UTF-16 and UTF-32 text has NUL bytes), checks the
+    first chunk for NUL at once, so an endless binary stream fails after one
+    chunk instead of filling memory.
+    """
+    data = bytearray()
+    while True:
+        chunk = stream.read(_READ_CHUNK)
+        if not chunk:
+            return bytes(data)
+        nul = -1 if data or allow_nul else chunk.find(b"\x00", 0, _BINARY_PROBE)
+        if nul >= 0:
+            raise UserError(
+                f"corpus {label} looks binary: it contains a NUL byte at offset {nul}",
+                hint="train on a plain text file",
+            )
+        data += chunk
+        if len(data) > MAX_CORPUS_BYTES:
+            raise _too_large(label)
+
+
+def read_bytes(path: Path, allow_nul: bool = False) -> bytes:
     """Read a corpus file, a FIFO or, for path '-', standard input.
 
-    Turns the usual file-system failures into UserError.
-    NOTE: a pipe is read to its end without a size limit.
+    Turns the usual file-system failures into UserError, and rejects input
+    over MAX_CORPUS_BYTES, or binary input (see _read_limited), without
+    reading all of it.
     """
     if str(path) == STDIN_PATH:
         label = "standard input"
         _check_readable_kind(os.fstat(sys.stdin.fileno()).st_mode, label)
-        return sys.stdin.buffer.read()
+        return _read_limited(sys.stdin.buffer, label, allow_nul)
     try:
-        mode = path.stat().st_mode
+        info = path.stat()
     except FileNotFoundError:
         raise UserError(
             f"corpus file not found: {path}", hint="check the path given to --corpus"
@@ -135,9 +170,12 @@ def read_bytes(path: Path) -> bytes:
         raise UserError(
             f"cannot read corpus file {path}: {exc.strerror or exc}"
         ) from None
-    _check_readable_kind(mode, str(path))
+    _check_readable_kind(info.st_mode, str(path))
+    if info.st_size > MAX_CORPUS_BYTES:
+        raise _too_large(f"file {path}")
     try:
-        return path.read_bytes()
+        with open(path, "rb") as stream:
+            return _read_limited(stream, f"file {path}", allow_nul)
     except OSError as exc:
         raise UserError(
             f"cannot read corpus file {path}: {exc.strerror or exc}"
@@ -197,7 +235,8 @@ def absolute_corpus_path(path: Path) -> Path:
 def read_corpus(path: Path, encoding: str = "utf-8") -> Corpus:
     """Read and decode a corpus file, a FIFO, or standard input for '-'."""
     path = absolute_corpus_path(path)
-    raw = read_bytes(path)
+    codec = check_encoding(encoding)
+    raw = read_bytes(path, allow_nul=codec.startswith(("utf-16", "utf-32")))
     text = decode_text(raw, path, encoding)
     return Corpus(path, text, len(raw), hashlib.sha256(raw).hexdigest())
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from charlstm_cli import data as data_module
 from charlstm_cli import paths
 from charlstm_cli.data import (
     StreamBatcher,
@@ -73,6 +74,43 @@ def test_read_binary_file_rejected(tmp_path):
         read_corpus(path)
     assert "binary" in info.value.message
     assert "offset 4" in info.value.message
+
+
+def test_read_oversized_file_rejected_unread(tmp_path, monkeypatch):
+    path = tmp_path / "huge.txt"
+    with open(path, "wb") as sparse:
+        sparse.truncate(4096)  # a sparse file: its size, not its bytes, must stop it
+    monkeypatch.setattr(data_module, "MAX_CORPUS_BYTES", 1024)
+    monkeypatch.setattr(data_module, "_read_limited", None)  # reading at all would fail
+    with pytest.raises(UserError, match="larger than the 0 MiB limit"):
+        read_corpus(path)
+
+
+class _EndlessStream:
+    """A stream that never ends, like `yes` into a pipe, counting its reads."""
+
+    def __init__(self, chunk: bytes):
+        self.chunk = chunk
+        self.reads = 0
+
+    def read(self, size: int) -> bytes:
+        self.reads += 1
+        return self.chunk
+
+
+def test_endless_text_stream_stops_at_limit(monkeypatch):
+    monkeypatch.setattr(data_module, "MAX_CORPUS_BYTES", 3 * 1024 * 1024)
+    stream = _EndlessStream(b"hello\n" * 100_000)
+    with pytest.raises(UserError, match="standard input is larger than the 3 MiB limit"):
+        data_module._read_limited(stream, "standard input", allow_nul=False)
+    assert stream.reads <= 7
+
+
+def test_endless_binary_stream_stops_at_once():
+    stream = _EndlessStream(b"\x00" * 4096)
+    with pytest.raises(UserError, match="looks binary: it contains a NUL byte at offset 0"):
+        data_module._read_limited(stream, "standard input", allow_nul=False)
+    assert stream.reads == 1
 
 
 @pytest.mark.parametrize("data", [b"", b"\xef\xbb\xbf"])
