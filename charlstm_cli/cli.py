@@ -14,6 +14,7 @@ import math
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import sys
 from dataclasses import asdict
@@ -658,11 +659,25 @@ def _finish(
         print_line(f"Continue with: charlstm resume {shlex.quote(str(latest))}")
     elif outcome.reason is not StopReason.COMPLETED:
         code = 1
+        _remove_run_without_checkpoint(folder)
         print_error(outcome.message, hint="lower --lr, or clip gradients with --clip")
     if json_summary:
         print_json(_summary_data(folder, run, outcome, code))
     if code:
         raise typer.Exit(code)
+
+
+def _remove_run_without_checkpoint(folder: Path) -> None:
+    """Delete a failed run's folder when it never saved a checkpoint.
+
+    Such a folder cannot be resumed or sampled, and as the newest run it
+    would make bare `generate` and `resume` fail. The summary above has
+    already printed its metrics.
+    """
+    if any(folder.glob("*.ckpt")):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    print_line(f"Removed {folder}: the run saved no checkpoint.", style="yellow")
 
 
 def _summary_data(folder: Path, run: RunState, outcome: Outcome, code: int) -> dict:

@@ -230,8 +230,18 @@ def test_train_non_finite_loss_stops(invoke, corpus, tiny, run_folders):
     errors = error_lines(result.stderr)
     assert len(errors) == 1
     assert "NaN or infinite" in errors[0]
-    (run,) = run_folders()
-    assert not (run / "latest.ckpt").exists()
+    # with no checkpoint the run cannot be resumed, so its folder goes
+    assert run_folders() == []
+    assert "the run saved no checkpoint" in result.stderr
+
+
+def test_failed_run_does_not_block_bare_generate(invoke, trained, corpus, tiny):
+    _, run = trained
+    result = invoke("train", "--corpus", corpus, *tiny, "--lr", "1e38", "--clip", "0")
+    assert result.exit_code == 1, result.output
+    result = invoke("generate", "--length", "5")
+    assert result.exit_code == 0, result.output
+    assert f"Using {run / 'latest.ckpt'}" in result.stderr
 
 
 def test_train_divergence_stops(invoke, corpus, tiny):
@@ -333,12 +343,12 @@ def test_generate_explicit_checkpoint_path(trained, invoke):
     assert result.stderr == ""
 
 
-def test_generate_newest_run_without_checkpoint(trained, invoke, corpus, tiny):
+def test_generate_newest_run_without_checkpoint(trained, invoke):
     _, older = trained
-    result = invoke("train", "--corpus", corpus, *tiny, "--name", "new", "--lr", "1e38")
-    assert result.exit_code == 1, result.output
+    # a run still in its first epoch has run.json and metrics but no checkpoint
     newest = older.parent / "new"
-    assert not (newest / "latest.ckpt").exists()
+    newest.mkdir()
+    (newest / "run.json").write_text("{}\n")
     result = invoke("generate", "--length", "5")
     assert result.exit_code == 1
     assert result.stdout == ""
