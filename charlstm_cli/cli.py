@@ -247,7 +247,8 @@ Threads = Annotated[
         min=0,
         max=MAX_THREADS,
         help="Kernel threads. 0 uses every core, and training drops to one core "
-        "while that steps faster, as when another program keeps a core busy.",
+        "while that steps faster, as when another program keeps a core busy. "
+        "N > 0 fixes the count, even when another program makes it slow.",
     ),
 ]
 JsonSummary = Annotated[
@@ -795,7 +796,8 @@ def generate(
             min=0,
             max=MAX_THREADS,
             help="Kernel threads for sampling. 0 uses every core, and drops to one "
-            "core while that generates faster. The text is the same for any count.",
+            "core while that generates faster; N > 0 fixes the count. The text is "
+            "the same for any count.",
         ),
     ] = 0,
     run_dir: RunDir = None,
