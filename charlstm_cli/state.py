@@ -251,6 +251,22 @@ def _check_training_extras(path: Path, training: TrainSettings) -> None:
         raise _invalid(path, "training.lr_schedule", training.lr_schedule, expected)
     if not isinstance(training.sample_seed, str) or not training.sample_seed:
         raise _invalid(path, "training.sample_seed", training.sample_seed, "a text")
+    # the ranges the engine accepts, so a bad value is blamed on the file
+    if not training.lr > 0:
+        raise _invalid(path, "training.lr", training.lr, "a number > 0")
+    for name in ("momentum", "dropout"):
+        value = getattr(training, name)
+        if not 0 <= value < 1:
+            raise _invalid(path, f"training.{name}", value, "a number in [0, 1)")
+    if not 0 < training.lr_decay_factor <= 1:
+        expected = "a number in (0, 1]"
+        raise _invalid(
+            path, "training.lr_decay_factor", training.lr_decay_factor, expected
+        )
+    for name in ("weight_decay", "clip_norm", "clip_value"):
+        value = getattr(training, name)
+        if value < 0:
+            raise _invalid(path, f"training.{name}", value, "a number >= 0")
 
 
 def _check_progress_extras(path: Path, progress: Progress, batch_size: int) -> None:

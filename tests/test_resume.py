@@ -277,6 +277,10 @@ def rewrite_metadata(checkpoint: Path, section: str, key: str | None, value) -> 
         ("model", "n_hidden", 2**40, "model.n_hidden"),
         ("training", "batch_size", 0, "training.batch_size"),
         ("training", "lr", float("nan"), "training.lr"),
+        ("training", "lr", -1.0, "training.lr"),
+        ("training", "dropout", 1.0, "training.dropout"),
+        ("training", "clip_norm", -5.0, "training.clip_norm"),
+        ("training", "lr_decay_factor", 0.0, "training.lr_decay_factor"),
         ("best_epoch", None, -3, "best_epoch"),
     ],
 )
