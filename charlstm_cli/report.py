@@ -703,14 +703,14 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def check_plot_target(target: Path) -> None:
     """Reject an output path that is not a .png file, or that would replace another kind of file."""
+    if target.is_dir():
+        raise UserError(
+            f"plot output {target} is a folder", hint="Pass --out with a .png file name."
+        )
     if target.suffix.lower() != ".png":
         raise UserError(
             f"plot output {target} does not end in .png; plots are PNG images",
             hint="Pass --out with a .png file name.",
-        )
-    if target.is_dir():
-        raise UserError(
-            f"plot output {target} is a folder", hint="Pass --out with a .png file name."
         )
     if target.exists():
         with open(target, "rb") as existing:

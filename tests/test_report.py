@@ -449,6 +449,11 @@ def test_plot_rejects_non_png_output(home: Path, tmp_path: Path, name: str):
     assert target.read_text() == "precious text\n"
 
 
+def test_plot_rejects_folder_output(home: Path, tmp_path: Path):
+    error = invoke_error("plot", str(home / "runs" / "alpha"), "--out", str(tmp_path))
+    assert error.message == f"plot output {tmp_path} is a folder"
+
+
 def test_plot_keeps_non_png_file_named_png(home: Path, tmp_path: Path):
     target = tmp_path / "notes.png"
     target.write_text("not an image\n")
