@@ -27,7 +27,7 @@ BUNDLED_CORPUS = "shakespeare.txt"
 STDIN_PATH = "-"
 # Bytes checked for NUL, which text files never contain but binary files do.
 _BINARY_PROBE = 8192
-# Largest corpus read, because training holds the text and its token ids in
+# Largest corpus read, because training keeps the text and its token ids in
 # memory (about 5 bytes per character for ASCII text).
 MAX_CORPUS_BYTES = 1 << 30
 _READ_CHUNK = 1 << 20

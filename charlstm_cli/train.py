@@ -66,7 +66,7 @@ class EpochEvent:
 
 @dataclass
 class Outcome:
-    """How a call to Training.run ended, with what the summary shows."""
+    """Outcome of a call to Training.run_loop, with the values the summary shows."""
 
     reason: StopReason
     message: str = ""

@@ -276,7 +276,7 @@ CHARLSTM_API charlstm_status charlstm_sampler_init(const charlstm_model *model,
                                                    charlstm_sampler **out);
 CHARLSTM_API void charlstm_sampler_free(charlstm_sampler *sampler);
 CHARLSTM_API const char *charlstm_sampler_last_error(const charlstm_sampler *sampler);
-/* Zeroes the state and forgets the last logits. */
+/* Zeroes the state and discards the last logits. */
 CHARLSTM_API void charlstm_sampler_reset(charlstm_sampler *sampler);
 /* Runs `n` tokens through the model, updating the state; afterwards the
  * logits predict the character after the last one fed. Each call takes a
