@@ -356,7 +356,7 @@ class StreamBatcher:
     """Cuts a token sequence into B parallel streams read T tokens at a time.
 
     Stream b covers tokens[b*S : (b+1)*S] with S = len(tokens) // B. Batch k
-    holds tokens [k*T, k*T + T) of every stream as inputs and the same span
+    contains tokens [k*T, k*T + T) of every stream as inputs and the same span
     shifted by one as targets, so each stream's carried state continues from
     one batch to the next. One epoch is n_batches batches; the last
     (S - 1) % T tokens of each stream are not read.

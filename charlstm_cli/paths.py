@@ -1,4 +1,4 @@
-"""Where runs live: the data home, run folders and their default checkpoints.
+"""Run storage: the data home, run folders and their default checkpoints.
 
 Layout: ``<home>/runs/<name>/`` contains ``latest.ckpt``, ``best.ckpt``,
 ``epoch-NNNN.ckpt``, ``metrics.jsonl`` and ``run.json``. The home is the

@@ -726,7 +726,7 @@ def save_figure(figure, target: Path) -> None:
     """Write `figure` to `target` as PNG through a temporary file and a rename.
 
     Raises UserError when the path is not a .png file, would replace a file
-    that is not a PNG, or cannot be written; the previous file stays intact.
+    that is not a PNG, or cannot be written. The previous file stays intact.
     """
     check_plot_target(target)
     temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")

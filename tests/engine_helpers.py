@@ -30,6 +30,17 @@ def random_tokens(rng: np.random.Generator, n_vocab: int, batch: int, steps: int
     return inputs, targets
 
 
+def central_difference(f, x: np.ndarray, index: int, eps: float) -> float:
+    """Return (f(x + eps e_i) - f(x - eps e_i)) / 2 eps, restoring x[index]."""
+    saved = x[index]
+    x[index] = saved + eps
+    plus = f()
+    x[index] = saved - eps
+    minus = f()
+    x[index] = saved
+    return (plus - minus) / (2 * eps)
+
+
 def set_state(trainer: cm.Trainer, h0: np.ndarray, c0: np.ndarray) -> None:
     as_array(trainer.buffer("state_h"))[:] = h0.ravel()
     as_array(trainer.buffer("state_c"))[:] = c0.ravel()

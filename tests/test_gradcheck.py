@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from charlstm_cli.model import Model, Trainer
-from engine_helpers import KERNEL_PATHS, as_array, loss_and_grads, random_tokens, use_kernel
+from engine_helpers import (
+    KERNEL_PATHS,
+    as_array,
+    central_difference,
+    loss_and_grads,
+    random_tokens,
+    use_kernel,
+)
 
 # Small, unequal sizes so that a transposed index shows up as a wrong shape.
 BATCH, STEPS, VOCAB, HIDDEN = 2, 5, 7, 6
@@ -15,13 +22,7 @@ SAMPLES_PER_TENSOR = 12
 
 
 def _numeric(f, x: np.ndarray, index: int) -> float:
-    saved = x[index]
-    x[index] = saved + EPS
-    plus = f()
-    x[index] = saved - EPS
-    minus = f()
-    x[index] = saved
-    return (plus - minus) / (2 * EPS)
+    return central_difference(f, x, index, EPS)
 
 
 def _assert_close(analytic: float, numeric: float, what: str) -> None:

@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from charlstm_cli.model import Model, Trainer
-from engine_helpers import KERNEL_PATHS, as_array, loss_and_grads, random_tokens, use_kernel
+from engine_helpers import (
+    KERNEL_PATHS,
+    as_array,
+    central_difference,
+    loss_and_grads,
+    random_tokens,
+    use_kernel,
+)
 from reference_lstm import forward_loss, unpack
 
 BATCH, STEPS, VOCAB, HIDDEN = 2, 5, 7, 6
@@ -38,13 +45,7 @@ def _numeric_gradient(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     grad = np.zeros_like(x)
     flat, out = x.reshape(-1), grad.reshape(-1)
     for k in range(flat.size):
-        saved = flat[k]
-        flat[k] = saved + eps
-        plus = f()
-        flat[k] = saved - eps
-        minus = f()
-        flat[k] = saved
-        out[k] = (plus - minus) / (2 * eps)
+        out[k] = central_difference(f, flat, k, eps)
     return grad
 
 

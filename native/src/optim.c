@@ -1,7 +1,7 @@
 /* Gradient clipping and the SGD and Adam updates over flat buffers.
  *
- * Every pass splits the buffer into fixed chunks shared out among threads;
- * the norm adds the per-chunk sums in chunk order, so its value does not
+ * Every pass splits the buffer into fixed chunks shared out among threads.
+ * The norm adds the per-chunk sums in chunk order, so its value does not
  * depend on the thread count. */
 #include <math.h>
 
