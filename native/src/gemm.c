@@ -678,6 +678,13 @@ static void run_product(gemm_problem *p, int M, int N, int K)
     int row_units = (M + row_unit - 1) / row_unit;
     int col_units = (N + CHARLSTM_PACK_NR - 1) / CHARLSTM_PACK_NR;
     int threads = charlstm_get_num_threads();
+#ifdef _OPENMP
+    // a product called inside a parallel region runs on the calling thread, which already
+    // has its share of the work
+    if (omp_in_parallel()) {
+        threads = 1;
+    }
+#endif
     double flops = 2.0 * M * N * K;
     if (threads > flops / MIN_FLOPS_PER_THREAD) {
         threads = (int)(flops / MIN_FLOPS_PER_THREAD);

@@ -15,8 +15,13 @@
 // threads when the product is large enough. Threads split C into disjoint blocks and every
 // element of C is summed in the same order whatever the block split, so results are
 // bit-identical from run to run and between thread counts, for a fixed kernel path. Different
-// paths round differently. Calls must not run concurrently from several threads, because the
-// thread count and kernel choice are process-wide.
+// paths round differently. The order does not depend on M either, except that a single row
+// (M == 1) takes the vector-matrix kernels, which sum in another order: splitting the rows of
+// A over several calls of at least 2 rows each gives the same bits. A call made inside an
+// OpenMP parallel region runs on the calling thread alone, so the threads of a region may each
+// run their own products at once. Calls must not run concurrently with
+// charlstm_set_num_threads or charlstm_kernels_force, because the thread count and kernel
+// choice are process-wide.
 //
 // Memory: packing buffers are thread-local and grow when a larger product needs them, so the
 // first call of a given size allocates and later calls do not. If that allocation fails the

@@ -45,6 +45,7 @@ static const bench_shape shapes[] = {
     {"h->gates packed B=1 H=256", NN_PACKED, 1, 1024, 256, 1},
     {"h->gates packed B=1 H=512", NN_PACKED, 1, 2048, 512, 1},
     {"dh nt packed B=32 H=512", NT_PACKED, 32, 512, 2048, 1},
+    {"dh nt packed B=64 H=512", NT_PACKED, 64, 512, 2048, 1},
     {"dh nt B=1 H=512", NT, 1, 512, 2048, 1},
     {"dx nt T*B=2048 H=512", NT, 2048, 512, 2048, 0},
     {"dW tn H=512 T*B=2048", TN, 512, 2048, 2048, 1},

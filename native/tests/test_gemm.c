@@ -111,42 +111,71 @@ static void free_case(gemm_case *t)
     free(t->C0);
 }
 
+// Packs B for the pre-packed products; returns NULL for the others.
+static float *pack_case(const gemm_case *t)
+{
+    if (t->product != NN_PACKED && t->product != NT_PACKED) {
+        return NULL;
+    }
+    size_t bytes = t->product == NN_PACKED ? charlstm_gemm_pack_b_size(t->K, t->N)
+                                           : charlstm_gemm_pack_bt_size(t->K, t->N);
+    float *packed = alloc_floats(bytes / sizeof(float));
+    if (t->product == NN_PACKED) {
+        charlstm_gemm_pack_b(t->K, t->N, t->B, t->ldb, packed);
+    } else {
+        charlstm_gemm_pack_bt(t->K, t->N, t->B, t->ldb, packed);
+    }
+    return packed;
+}
+
+// Runs the product under test for rows m0:m1 of C.
+static void run_rows(const gemm_case *t, const float *packed, int m0, int m1, float *C)
+{
+    int M = m1 - m0;
+    const float *A = t->product == TN ? t->A + m0 : t->A + (size_t)m0 * t->lda;
+    C += (size_t)m0 * t->ldc;
+    switch (t->product) {
+    case NN:
+        charlstm_gemm_nn(M, t->N, t->K, A, t->lda, t->B, t->ldb, C, t->ldc, t->accumulate);
+        break;
+    case NT:
+        charlstm_gemm_nt(M, t->N, t->K, A, t->lda, t->B, t->ldb, C, t->ldc, t->accumulate);
+        break;
+    case TN:
+        charlstm_gemm_tn(M, t->N, t->K, A, t->lda, t->B, t->ldb, C, t->ldc, t->accumulate);
+        break;
+    case NN_PACKED:
+        charlstm_gemm_nn_packed(M, t->N, t->K, A, t->lda, packed, C, t->ldc, t->accumulate);
+        break;
+    case NT_PACKED:
+        charlstm_gemm_nt_packed(M, t->N, t->K, A, t->lda, packed, C, t->ldc, t->accumulate);
+        break;
+    default:
+        break;
+    }
+}
+
 // Runs the product under test on a copy of C0 and returns it.
 static float *run_case(const gemm_case *t)
 {
     float *C = alloc_floats((size_t)t->M * t->ldc);
     memcpy(C, t->C0, (size_t)t->M * t->ldc * sizeof(float));
-    float *packed = NULL;
-    if (t->product == NN_PACKED || t->product == NT_PACKED) {
-        size_t bytes = t->product == NN_PACKED ? charlstm_gemm_pack_b_size(t->K, t->N)
-                                               : charlstm_gemm_pack_bt_size(t->K, t->N);
-        packed = alloc_floats(bytes / sizeof(float));
-        if (t->product == NN_PACKED) {
-            charlstm_gemm_pack_b(t->K, t->N, t->B, t->ldb, packed);
-        } else {
-            charlstm_gemm_pack_bt(t->K, t->N, t->B, t->ldb, packed);
-        }
-    }
-    switch (t->product) {
-    case NN:
-        charlstm_gemm_nn(t->M, t->N, t->K, t->A, t->lda, t->B, t->ldb, C, t->ldc, t->accumulate);
-        break;
-    case NT:
-        charlstm_gemm_nt(t->M, t->N, t->K, t->A, t->lda, t->B, t->ldb, C, t->ldc, t->accumulate);
-        break;
-    case TN:
-        charlstm_gemm_tn(t->M, t->N, t->K, t->A, t->lda, t->B, t->ldb, C, t->ldc, t->accumulate);
-        break;
-    case NN_PACKED:
-        charlstm_gemm_nn_packed(t->M, t->N, t->K, t->A, t->lda, packed, C, t->ldc,
-                                t->accumulate);
-        break;
-    case NT_PACKED:
-        charlstm_gemm_nt_packed(t->M, t->N, t->K, t->A, t->lda, packed, C, t->ldc,
-                                t->accumulate);
-        break;
-    default:
-        break;
+    float *packed = pack_case(t);
+    run_rows(t, packed, 0, t->M, C);
+    free(packed);
+    return C;
+}
+
+// Runs the product under test on a copy of C0 as `parts` calls on consecutive row blocks,
+// made by the threads of one parallel region, and returns it.
+static float *run_case_in_parts(const gemm_case *t, int parts)
+{
+    float *C = alloc_floats((size_t)t->M * t->ldc);
+    memcpy(C, t->C0, (size_t)t->M * t->ldc * sizeof(float));
+    float *packed = pack_case(t);
+#pragma omp parallel for num_threads(parts) schedule(static)
+    for (int part = 0; part < parts; part++) {
+        run_rows(t, packed, t->M * part / parts, t->M * (part + 1) / parts, C);
     }
     free(packed);
     return C;
@@ -257,6 +286,26 @@ static void check_determinism(const char *path, int M, int N, int K)
     }
 }
 
+// Checks that splitting the rows over calls made at once from the threads of a parallel
+// region gives the same bits as one call, as the LSTM recurrence relies on.
+static void check_row_split(const char *path, int M, int N, int K, int parts)
+{
+    for (int product = 0; product < PRODUCT_COUNT; product++) {
+        gemm_case t;
+        make_case(&t, (enum product)product, M, N, K, 1, 1);
+        char label[160];
+        snprintf(label, sizeof label, "path=%s %s M=%d N=%d K=%d in %d row blocks", path,
+                 product_names[product], M, N, K, parts);
+        charlstm_set_num_threads(2);
+        float *whole = run_case(&t);
+        float *split = run_case_in_parts(&t, parts);
+        check_bitwise_equal(&t, whole, split, label);
+        free(whole);
+        free(split);
+        free_case(&t);
+    }
+}
+
 static void check_path(const char *path)
 {
     static const int edge_shapes[][3] = {
@@ -278,6 +327,9 @@ static void check_path(const char *path)
     check_determinism(path, 300, 1030, 257);
     check_determinism(path, 1, 4001, 600);
     check_determinism(path, 64, 2048, 512);
+    check_row_split(path, 64, 2048, 512, 2);
+    check_row_split(path, 64, 512, 2048, 2);
+    check_row_split(path, 7, 300, 40, 3);
 }
 
 // ----------------------------------------------------------------------------
