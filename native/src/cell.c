@@ -70,53 +70,135 @@ static void cell_forward_row(int H, float *restrict gi, float *restrict gf, floa
     }
 }
 
-/* gates (B, 4H): the pre-activations a_i, a_f, a_o, a_g of each row, still
- * without the bias (4H), which is added here. c_prev and c_next must not
- * overlap. */
-void lstm_cell_forward(int B, int H, float *gates, const float *bias, const float *c_prev,
-                       float *c_next, float *h_next, float *tanh_c) {
-    int threads = (size_t)B * H >= MIN_PARALLEL_ELEMENTS ? charlstm_get_num_threads() : 1;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (int b = 0; b < B; b++) {
-        float *gi = gates + (size_t)b * 4 * H;
-        size_t row = (size_t)b * H;
-        cell_forward_row(H, gi, gi + H, gi + 2 * H, gi + 3 * H, bias, c_prev + row,
-                         c_next + row, h_next + row, tanh_c + row);
+/* cell_forward_row with a row x (4H) of input-to-gates terms added to the
+ * pre-activations before the bias. */
+CLONE_FOR_ISA
+static void cell_forward_row_input(int H, float *restrict gi, float *restrict gf,
+                                   float *restrict go, float *restrict gg,
+                                   const float *restrict x, const float *restrict bias,
+                                   const float *restrict cp, float *restrict cn,
+                                   float *restrict hn, float *restrict tc) {
+    const float *xi = x, *xf = x + H, *xo = x + 2 * H, *xg = x + 3 * H;
+    const float *bi = bias, *bf = bias + H, *bo = bias + 2 * H, *bg = bias + 3 * H;
+    for (int j = 0; j < H; j++) {
+        float i = sigmoid(gi[j] + xi[j] + bi[j]), f = sigmoid(gf[j] + xf[j] + bf[j]);
+        float o = sigmoid(go[j] + xo[j] + bo[j]), g = tanh_poly(gg[j] + xg[j] + bg[j]);
+        float c = f * cp[j] + i * g;
+        float t = tanh_poly(c);
+        gi[j] = i;
+        gf[j] = f;
+        go[j] = o;
+        gg[j] = g;
+        cn[j] = c;
+        tc[j] = t;
+        hn[j] = o * t;
     }
 }
 
+void lstm_cell_forward_input(int B, int H, float *gates, const float *w_in,
+                             const int32_t *tokens, const float *bias, const float *c_prev,
+                             float *c_next, float *h_next, float *tanh_c) {
+    size_t G = 4 * (size_t)H;
+    int threads = (size_t)B * H >= MIN_PARALLEL_ELEMENTS ? charlstm_get_num_threads() : 1;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int b = 0; b < B; b++) {
+        float *gi = gates + (size_t)b * G;
+        size_t row = (size_t)b * H;
+        if (w_in)
+            cell_forward_row_input(H, gi, gi + H, gi + 2 * H, gi + 3 * H,
+                                   w_in + (size_t)tokens[b] * G, bias, c_prev + row,
+                                   c_next + row, h_next + row, tanh_c + row);
+        else
+            cell_forward_row(H, gi, gi + H, gi + 2 * H, gi + 3 * H, bias, c_prev + row,
+                             c_next + row, h_next + row, tanh_c + row);
+    }
+}
+
+void lstm_cell_forward(int B, int H, float *gates, const float *bias, const float *c_prev,
+                       float *c_next, float *h_next, float *tanh_c) {
+    lstm_cell_forward_input(B, H, gates, NULL, NULL, bias, c_prev, c_next, h_next, tanh_c);
+}
+
 /* Differentiates c = f*c_prev + i*g and h = o*tanh(c), then each gate's
- * nonlinearity: sigmoid' = s(1-s), tanh' = 1-t^2. */
+ * nonlinearity: sigmoid' = s(1-s), tanh' = 1-t^2. Writes the gate gradients
+ * to di..dg and adds them to si..sg. */
 CLONE_FOR_ISA
 static void cell_backward_row(int H, const float *restrict gi, const float *restrict gf,
                               const float *restrict go, const float *restrict gg,
                               const float *restrict cp, const float *restrict tc,
                               const float *restrict dho, const float *restrict dhr,
                               float *restrict dcb, float *restrict di, float *restrict df,
-                              float *restrict dout, float *restrict dg) {
+                              float *restrict dout, float *restrict dg, float *restrict si,
+                              float *restrict sf, float *restrict so, float *restrict sg) {
     for (int j = 0; j < H; j++) {
         float i = gi[j], f = gf[j], o = go[j], g = gg[j], t = tc[j];
         float dh = dho[j] + dhr[j];
         float dcj = dcb[j] + dh * o * (1.0f - t * t);
-        di[j] = dcj * g * i * (1.0f - i);
-        df[j] = dcj * cp[j] * f * (1.0f - f);
-        dout[j] = dh * t * o * (1.0f - o);
-        dg[j] = dcj * i * (1.0f - g * g);
+        float dai = dcj * g * i * (1.0f - i);
+        float daf = dcj * cp[j] * f * (1.0f - f);
+        float dao = dh * t * o * (1.0f - o);
+        float dag = dcj * i * (1.0f - g * g);
+        di[j] = dai;
+        df[j] = daf;
+        dout[j] = dao;
+        dg[j] = dag;
         dcb[j] = dcj * f;
+        si[j] += dai;
+        sf[j] += daf;
+        so[j] += dao;
+        sg[j] += dag;
     }
 }
 
+/* dst[j] += src[j] for j < n. */
+CLONE_FOR_ISA
+static void add_row(size_t n, const float *restrict src, float *restrict dst) {
+    for (size_t j = 0; j < n; j++) dst[j] += src[j];
+}
+
+/* Columns per chunk when threads split the gradient sums. */
+#define COLUMN_CHUNK 64
+
 void lstm_cell_backward(int B, int H, const float *gates, const float *c_prev,
                         const float *tanh_c, const float *dh_out, const float *dh_rec,
-                        float *dc, float *dpre) {
+                        float *dc, float *dpre, float *block_sums, float *dbias,
+                        const int32_t *tokens, float *dw_in) {
+    size_t G = 4 * (size_t)H;
+    int n_blocks = (B + CELL_BLOCK_ROWS - 1) / CELL_BLOCK_ROWS;
+    size_t n_chunks = (G + COLUMN_CHUNK - 1) / COLUMN_CHUNK;
     int threads = (size_t)B * H >= MIN_PARALLEL_ELEMENTS ? charlstm_get_num_threads() : 1;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (int b = 0; b < B; b++) {
-        const float *gi = gates + (size_t)b * 4 * H;
-        float *di = dpre + (size_t)b * 4 * H;
-        size_t row = (size_t)b * H;
-        cell_backward_row(H, gi, gi + H, gi + 2 * H, gi + 3 * H, c_prev + row, tanh_c + row,
-                          dh_out + row, dh_rec + row, dc + row, di, di + H, di + 2 * H,
-                          di + 3 * H);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        // threads split whole blocks of rows; each block sums its dpre rows
+        // in row order while they are in cache
+#pragma omp for schedule(static)
+        for (int block = 0; block < n_blocks; block++) {
+            int first = block * CELL_BLOCK_ROWS;
+            int end = first + CELL_BLOCK_ROWS < B ? first + CELL_BLOCK_ROWS : B;
+            float *sum = block_sums + (size_t)block * G;
+            memset(sum, 0, G * sizeof(float));
+            for (int b = first; b < end; b++) {
+                const float *gi = gates + (size_t)b * G;
+                float *di = dpre + (size_t)b * G;
+                size_t row = (size_t)b * H;
+                cell_backward_row(H, gi, gi + H, gi + 2 * H, gi + 3 * H, c_prev + row,
+                                  tanh_c + row, dh_out + row, dh_rec + row, dc + row, di,
+                                  di + H, di + 2 * H, di + 3 * H, sum, sum + H, sum + 2 * H,
+                                  sum + 3 * H);
+            }
+        }
+
+        // then threads split the columns: the block sums go into dbias in
+        // block order, and each dpre row into its token's row of dw_in
+#pragma omp for schedule(static)
+        for (size_t chunk = 0; chunk < n_chunks; chunk++) {
+            size_t j0 = chunk * COLUMN_CHUNK;
+            size_t n = j0 + COLUMN_CHUNK < G ? COLUMN_CHUNK : G - j0;
+            for (int block = 0; block < n_blocks; block++)
+                add_row(n, block_sums + (size_t)block * G + j0, dbias + j0);
+            if (tokens)
+                for (int b = 0; b < B; b++)
+                    add_row(n, dpre + (size_t)b * G + j0, dw_in + (size_t)tokens[b] * G + j0);
+        }
     }
 }

@@ -67,12 +67,26 @@ void model_weights_view(const charlstm_model *model, float *block, lstm_weights 
  * h_next = o*tanh(c_next). c_prev and c_next must not overlap. */
 void lstm_cell_forward(int B, int H, float *gates, const float *bias, const float *c_prev,
                        float *c_next, float *h_next, float *tanh_c);
+/* Steps the cell like lstm_cell_forward after adding row tokens[b] of w_in
+ * (V, 4H) to row b of the pre-activations, which is the one-hot layer's input
+ * product done as a row gather. With w_in NULL it is lstm_cell_forward. */
+void lstm_cell_forward_input(int B, int H, float *gates, const float *w_in,
+                             const int32_t *tokens, const float *bias, const float *c_prev,
+                             float *c_next, float *h_next, float *tanh_c);
+/* Rows per block of the bias gradient's partial sums in lstm_cell_backward. */
+#define CELL_BLOCK_ROWS 8
+
 /* Inverts lstm_cell_forward for one step. dh_out (B,H) is the gradient
  * arriving from the layer above, dh_rec (B,H) the one from step t+1;
- * dc (B,H) enters as dL/dc_t and leaves as dL/dc_{t-1}. Writes dpre (B,4H). */
+ * dc (B,H) enters as dL/dc_t and leaves as dL/dc_{t-1}. Writes dpre (B,4H)
+ * and adds its rows to dbias (4H). Unless tokens is NULL, also adds row b of
+ * dpre to row tokens[b] of dw_in (V, 4H). block_sums is scratch of
+ * ceil(B/CELL_BLOCK_ROWS) rows of 4H. The order of every sum depends on B
+ * alone (rows within a block, then blocks), never on the thread count. */
 void lstm_cell_backward(int B, int H, const float *gates, const float *c_prev,
                         const float *tanh_c, const float *dh_out, const float *dh_rec,
-                        float *dc, float *dpre);
+                        float *dc, float *dpre, float *block_sums, float *dbias,
+                        const int32_t *tokens, float *dw_in);
 
 // ----------------------------------------------------------------------------
 // optimizer (optim.c)

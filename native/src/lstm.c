@@ -42,13 +42,14 @@ int lstm_buffers_alloc(lstm_buffers *buf, const charlstm_model_config *mc, int B
     buf->dpre = alloc_floats(TB * 4 * H);
     buf->dh_rec = alloc_floats((size_t)B * H);
     buf->dc = alloc_floats((size_t)B * H);
+    buf->block_sums = alloc_floats((size_t)(B + CELL_BLOCK_ROWS - 1) / CELL_BLOCK_ROWS * 4 * H);
     size_t forward_bytes = charlstm_gemm_pack_b_size((int)H, (int)(4 * H));
     size_t backward_bytes = charlstm_gemm_pack_bt_size((int)(4 * H), (int)H);
     size_t packed_bytes = forward_bytes > backward_bytes ? forward_bytes : backward_bytes;
     buf->packed = alloc_floats(packed_bytes / sizeof(float) + 1);
     buf->row_loss = alloc_floats(TB);
-    return buf->logits && buf->dout && buf->dpre && buf->dh_rec && buf->dc && buf->packed &&
-           buf->row_loss;
+    return buf->logits && buf->dout && buf->dpre && buf->dh_rec && buf->dc && buf->block_sums &&
+           buf->packed && buf->row_loss;
 }
 
 void lstm_buffers_free(lstm_buffers *buf) {
@@ -67,6 +68,7 @@ void lstm_buffers_free(lstm_buffers *buf) {
     free_floats(buf->dpre);
     free_floats(buf->dh_rec);
     free_floats(buf->dc);
+    free_floats(buf->block_sums);
     free_floats(buf->packed);
     free_floats(buf->row_loss);
     memset(buf, 0, sizeof *buf);
@@ -86,23 +88,6 @@ static const float *layer_output(const lstm_buffers *buf, int l, int H) {
 
 // ----------------------------------------------------------------------------
 // forward
-
-/* Input part of the gate pre-activations of all T steps before the
- * recurrence: a row gather from w_ih for the one-hot layer 0, one matrix
- * product for upper layers. The cell adds the bias. */
-static void input_gates(const lstm_buffers *buf, int l, int H, const lstm_weights *w,
-                        const float *x) {
-    size_t TB = (size_t)buf->T * buf->B, G = 4 * (size_t)H;
-    float *pre = buf->gates[l];
-    if (l > 0) {
-        charlstm_gemm_nn((int)TB, (int)G, H, x, H, w->w_ih[l], (int)G, pre, (int)G, 0);
-        return;
-    }
-    int threads = threads_for(TB * G);
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (size_t r = 0; r < TB; r++)
-        memcpy(pre + r * G, w->w_ih[0] + (size_t)buf->inputs[r] * G, G * sizeof(float));
-}
 
 static void apply_dropout(lstm_buffers *buf, int l, int H, float p, rng_state *rng) {
     size_t n = (size_t)buf->T * buf->B * H;
@@ -149,14 +134,22 @@ double lstm_forward(lstm_buffers *buf, const charlstm_model_config *mc, const ls
                     const float *h0, const float *c0, float dropout, rng_state *rng,
                     int for_backward, int64_t *n_correct) {
     int B = buf->B, T = buf->T, H = mc->n_hidden, V = mc->n_vocab;
-    size_t BH = (size_t)B * H, G = 4 * (size_t)H;
+    size_t TB = (size_t)T * B, BH = (size_t)B * H, G = 4 * (size_t)H;
     int use_dropout = for_backward && dropout > 0.0f && buf->mask[0];
 
     const float *x = NULL;
     for (int l = 0; l < mc->n_layers; l++) {
         memcpy(buf->h[l], h0 + l * BH, BH * sizeof(float));
         memcpy(buf->c[l], c0 + l * BH, BH * sizeof(float));
-        input_gates(buf, l, H, w, x);
+
+        // input part of the pre-activations: one product over all T steps for
+        // upper layers; layer 0 reads a one-hot character, so the cell adds
+        // its row of w_ih (a gather) together with the bias
+        int has_input_gates = l > 0;
+        if (has_input_gates)
+            charlstm_gemm_nn((int)TB, (int)G, H, x, H, w->w_ih[l], (int)G, buf->gates[l],
+                             (int)G, 0);
+        const float *w_gather = has_input_gates ? NULL : w->w_ih[0];
 
         // recurrence: only h_{t-1} @ w_hh is left inside the time loop, and
         // w_hh is packed once for all T products
@@ -166,19 +159,22 @@ double lstm_forward(lstm_buffers *buf, const charlstm_model_config *mc, const ls
             float *pre = buf->gates[l] + (size_t)t * B * G;
             const float *h_prev = buf->h[l] + (size_t)t * BH;
             if (use_packed)
-                charlstm_gemm_nn_packed(B, (int)G, H, h_prev, H, buf->packed, pre, (int)G, 1);
+                charlstm_gemm_nn_packed(B, (int)G, H, h_prev, H, buf->packed, pre, (int)G,
+                                        has_input_gates);
             else
-                charlstm_gemm_nn(B, (int)G, H, h_prev, H, w->w_hh[l], (int)G, pre, (int)G, 1);
-            lstm_cell_forward(B, H, pre, w->bias[l], buf->c[l] + (size_t)t * BH,
-                              buf->c[l] + (size_t)(t + 1) * BH, buf->h[l] + (size_t)(t + 1) * BH,
-                              buf->tanh_c[l] + (size_t)t * BH);
+                charlstm_gemm_nn(B, (int)G, H, h_prev, H, w->w_hh[l], (int)G, pre, (int)G,
+                                 has_input_gates);
+            lstm_cell_forward_input(B, H, pre, w_gather, buf->inputs + (size_t)t * B,
+                                    w->bias[l], buf->c[l] + (size_t)t * BH,
+                                    buf->c[l] + (size_t)(t + 1) * BH,
+                                    buf->h[l] + (size_t)(t + 1) * BH,
+                                    buf->tanh_c[l] + (size_t)t * BH);
         }
         if (use_dropout) apply_dropout(buf, l, H, dropout, rng);
         x = use_dropout ? buf->dropped[l] : buf->h[l] + BH;
     }
 
     // output projection and loss over all T*B positions at once
-    size_t TB = (size_t)T * B;
     charlstm_gemm_nn((int)TB, V, H, x, H, w->out_w, V, buf->logits, V, 0);
     int threads = threads_for(TB * (size_t)V);
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
@@ -232,37 +228,23 @@ static void add_column_sums(const float *m, size_t rows, size_t cols, float *out
     }
 }
 
-/* Layer 0 reads w_ih by row gather, so its gradient is a scatter-add of the
- * dpre rows into the rows of the input tokens. Threads split the columns, so
- * two positions with the same token never race. */
-static void scatter_input_grad(const lstm_buffers *buf, size_t V, size_t G, float *dw_ih,
-                               int accumulate) {
-    size_t TB = (size_t)buf->T * buf->B;
-    if (!accumulate) memset(dw_ih, 0, V * G * sizeof(float));
-    int threads = threads_for(TB * G);
-    size_t n_chunks = (G + COLUMN_CHUNK - 1) / COLUMN_CHUNK;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (size_t chunk = 0; chunk < n_chunks; chunk++) {
-        size_t j0 = chunk * COLUMN_CHUNK;
-        size_t j1 = j0 + COLUMN_CHUNK < G ? j0 + COLUMN_CHUNK : G;
-        for (size_t r = 0; r < TB; r++) {
-            float *row = dw_ih + (size_t)buf->inputs[r] * G;
-            const float *d = buf->dpre + r * G;
-            for (size_t j = j0; j < j1; j++) row[j] += d[j];
-        }
-    }
-}
-
 /* Reverse recurrence of layer l: consumes buf->dout (gradient of the layer's
  * output h_1..h_T), fills buf->dpre and adds (or, without `accumulate`,
- * writes) the bias gradient while each step's rows are still in cache.
- * Leaves dL/dh0, dL/dc0 in the outputs. */
-static void layer_backward_time(lstm_buffers *buf, int l, int H, const lstm_weights *w,
-                                float *dbias, float *dh0, float *dc0, int accumulate) {
+ * writes) the bias gradient while each step's rows are still in cache. Layer
+ * 0 reads w_ih by row gather, so its w_ih gradient, dw_gather (V, 4H), is a
+ * scatter-add of the dpre rows, done in the same pass; it is NULL for upper
+ * layers. Leaves dL/dh0, dL/dc0 in the outputs. */
+static void layer_backward_time(lstm_buffers *buf, int l, int H, int V, const lstm_weights *w,
+                                float *dbias, float *dw_gather, float *dh0, float *dc0,
+                                int accumulate) {
     int B = buf->B, T = buf->T;
     size_t BH = (size_t)B * H, G = 4 * (size_t)H;
     memset(buf->dh_rec, 0, BH * sizeof(float));
     memset(buf->dc, 0, BH * sizeof(float));
+    if (!accumulate) {
+        memset(dbias, 0, G * sizeof(float));
+        if (dw_gather) memset(dw_gather, 0, (size_t)V * G * sizeof(float));
+    }
     // transposing w_hh into packed panels pays off only with several rows
     int use_packed = B >= MIN_ROWS_PACKED;
     if (use_packed) charlstm_gemm_pack_bt((int)G, H, w->w_hh[l], (int)G, buf->packed);
@@ -270,8 +252,8 @@ static void layer_backward_time(lstm_buffers *buf, int l, int H, const lstm_weig
         float *dpre = buf->dpre + (size_t)t * B * G;
         lstm_cell_backward(B, H, buf->gates[l] + (size_t)t * B * G, buf->c[l] + (size_t)t * BH,
                            buf->tanh_c[l] + (size_t)t * BH, buf->dout + (size_t)t * BH,
-                           buf->dh_rec, buf->dc, dpre);
-        add_column_sums(dpre, (size_t)B, G, dbias, accumulate || t < T - 1);
+                           buf->dh_rec, buf->dc, dpre, buf->block_sums, dbias,
+                           dw_gather ? buf->inputs + (size_t)t * B : NULL, dw_gather);
         // dh_{t-1} = dpre_t @ w_hh^T
         if (use_packed)
             charlstm_gemm_nt_packed(B, H, (int)G, dpre, (int)G, buf->packed, buf->dh_rec, H, 0);
@@ -301,16 +283,13 @@ void lstm_backward(lstm_buffers *buf, const charlstm_model_config *mc, const lst
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
             for (size_t k = 0; k < TB * H; k++) buf->dout[k] *= buf->mask[l][k];
         }
-        layer_backward_time(buf, l, H, w, dw->bias[l], dh0 + l * BH, dc0 + l * BH,
-                            accumulate);
+        layer_backward_time(buf, l, H, V, w, dw->bias[l], l == 0 ? dw->w_ih[0] : NULL,
+                            dh0 + l * BH, dc0 + l * BH, accumulate);
 
         // weight gradients as one product over all T steps
         charlstm_gemm_tn(H, (int)G, (int)TB, buf->h[l], H, buf->dpre, (int)G, dw->w_hh[l],
                          (int)G, accumulate);
-        if (l == 0) {
-            scatter_input_grad(buf, (size_t)V, G, dw->w_ih[0], accumulate);
-            break;
-        }
+        if (l == 0) break;
         const float *x = layer_output(buf, l - 1, H);
         charlstm_gemm_tn(H, (int)G, (int)TB, x, H, buf->dpre, (int)G, dw->w_ih[l], (int)G,
                          accumulate);
