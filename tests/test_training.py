@@ -9,8 +9,16 @@ from array import array
 import numpy as np
 import pytest
 
-from charlstm_cli.model import Model, Sampler, Trainer, sample_logits, set_num_threads
-from engine_helpers import as_array, random_tokens
+from charlstm_cli.model import (
+    Model,
+    Sampler,
+    Trainer,
+    force_kernel,
+    kernel_name,
+    sample_logits,
+    set_num_threads,
+)
+from engine_helpers import KERNEL_PATHS, as_array, random_tokens, use_kernel
 
 TEXT = "the quick brown fox jumps over the lazy dog. "
 
@@ -105,6 +113,38 @@ def test_thread_counts_agree_and_repeat():
     assert results[2][0] == results[2][1]
     # threads split outputs, never a sum, so the count does not change a bit
     assert results[1][0] == results[2][0]
+
+
+def _wide_run() -> tuple[bytes, list[float]]:
+    """Train 2 steps at B*H = 16*512, large enough for the cell to use threads."""
+    rng = np.random.default_rng(1)
+    with Model(29, 512, 2, seed=1) as model:
+        trainer = Trainer(model, 16, 4)
+        losses = []
+        for _ in range(2):
+            x, y = random_tokens(rng, 29, 16, 4)
+            losses.append(trainer.step(x.ravel().tolist(), y.ravel().tolist())[0])
+        return model.params().tobytes(), losses
+
+
+@pytest.mark.parametrize("kernel", KERNEL_PATHS)
+def test_thread_counts_agree_when_cell_splits(kernel):
+    previous = kernel_name()
+    use_kernel(kernel)
+    results = []
+    try:
+        for threads in (1, 2, 2):
+            set_num_threads(threads)
+            results.append(_wide_run())
+    finally:
+        set_num_threads(0)
+        force_kernel(previous)
+    assert results[1][1] == results[2][1]
+    assert results[1][0] == results[2][0]
+    # the bias and input-row gradient sums run over rows in the same order
+    # whatever the thread count
+    assert results[0][1] == results[1][1]
+    assert results[0][0] == results[1][0]
 
 
 # ----------------------------------------------------------------------------
