@@ -115,27 +115,30 @@ def test_thread_counts_agree_and_repeat():
     assert results[1][0] == results[2][0]
 
 
-def _wide_run() -> tuple[bytes, list[float]]:
-    """Train 2 steps at B*H = 16*512, large enough for the cell to use threads."""
+def _wide_run(batch: int, hidden: int) -> tuple[bytes, list[float]]:
+    """Train 2 steps of a 2-layer model on a (batch, 4) window."""
     rng = np.random.default_rng(1)
-    with Model(29, 512, 2, seed=1) as model:
-        trainer = Trainer(model, 16, 4)
+    with Model(29, hidden, 2, seed=1) as model:
+        trainer = Trainer(model, batch, 4)
         losses = []
         for _ in range(2):
-            x, y = random_tokens(rng, 29, 16, 4)
+            x, y = random_tokens(rng, 29, batch, 4)
             losses.append(trainer.step(x.ravel().tolist(), y.ravel().tolist())[0])
         return model.params().tobytes(), losses
 
 
+# At (16, 512) each step splits its cell rows and product columns over the
+# threads. At (32, 64) each thread runs the time loop on 16 batch rows.
+@pytest.mark.parametrize("batch, hidden", [(16, 512), (32, 64)])
 @pytest.mark.parametrize("kernel", KERNEL_PATHS)
-def test_thread_counts_agree_when_cell_splits(kernel):
+def test_thread_counts_agree_when_work_splits(kernel, batch, hidden):
     previous = kernel_name()
     use_kernel(kernel)
     results = []
     try:
         for threads in (1, 2, 2):
             set_num_threads(threads)
-            results.append(_wide_run())
+            results.append(_wide_run(batch, hidden))
     finally:
         set_num_threads(0)
         force_kernel(previous)

@@ -6,12 +6,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "gemm.h"
 #include "internal.h"
 #include "isa.h"
-
-// Rows of B*H elements below which a step stays on one thread.
-#define MIN_PARALLEL_ELEMENTS 8192
 
 /* exp(x) by x = n*ln2 + r, |r| <= ln2/2, and a degree-6 Taylor polynomial for
  * e^r (relative error below 2e-7). Inputs are clamped to [-87, 88], so the
@@ -99,8 +95,6 @@ void lstm_cell_forward_input(int B, int H, float *gates, const float *w_in,
                              const int32_t *tokens, const float *bias, const float *c_prev,
                              float *c_next, float *h_next, float *tanh_c) {
     size_t G = 4 * (size_t)H;
-    int threads = (size_t)B * H >= MIN_PARALLEL_ELEMENTS ? charlstm_get_num_threads() : 1;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int b = 0; b < B; b++) {
         float *gi = gates + (size_t)b * G;
         size_t row = (size_t)b * H;
@@ -150,55 +144,17 @@ static void cell_backward_row(int H, const float *restrict gi, const float *rest
     }
 }
 
-/* dst[j] += src[j] for j < n. */
-CLONE_FOR_ISA
-static void add_row(size_t n, const float *restrict src, float *restrict dst) {
-    for (size_t j = 0; j < n; j++) dst[j] += src[j];
-}
-
-/* Columns per chunk when threads split the gradient sums. */
-#define COLUMN_CHUNK 64
-
 void lstm_cell_backward(int B, int H, const float *gates, const float *c_prev,
                         const float *tanh_c, const float *dh_out, const float *dh_rec,
-                        float *dc, float *dpre, float *block_sums, float *dbias,
-                        const int32_t *tokens, float *dw_in) {
+                        float *dc, float *dpre, float *block_sums) {
     size_t G = 4 * (size_t)H;
-    int n_blocks = (B + CELL_BLOCK_ROWS - 1) / CELL_BLOCK_ROWS;
-    size_t n_chunks = (G + COLUMN_CHUNK - 1) / COLUMN_CHUNK;
-    int threads = (size_t)B * H >= MIN_PARALLEL_ELEMENTS ? charlstm_get_num_threads() : 1;
-#pragma omp parallel num_threads(threads) if (threads > 1)
-    {
-        // threads split whole blocks of rows; each block sums its dpre rows
-        // in row order while they are in cache
-#pragma omp for schedule(static)
-        for (int block = 0; block < n_blocks; block++) {
-            int first = block * CELL_BLOCK_ROWS;
-            int end = first + CELL_BLOCK_ROWS < B ? first + CELL_BLOCK_ROWS : B;
-            float *sum = block_sums + (size_t)block * G;
-            memset(sum, 0, G * sizeof(float));
-            for (int b = first; b < end; b++) {
-                const float *gi = gates + (size_t)b * G;
-                float *di = dpre + (size_t)b * G;
-                size_t row = (size_t)b * H;
-                cell_backward_row(H, gi, gi + H, gi + 2 * H, gi + 3 * H, c_prev + row,
-                                  tanh_c + row, dh_out + row, dh_rec + row, dc + row, di,
-                                  di + H, di + 2 * H, di + 3 * H, sum, sum + H, sum + 2 * H,
-                                  sum + 3 * H);
-            }
-        }
-
-        // then threads split the columns: the block sums go into dbias in
-        // block order, and each dpre row into its token's row of dw_in
-#pragma omp for schedule(static)
-        for (size_t chunk = 0; chunk < n_chunks; chunk++) {
-            size_t j0 = chunk * COLUMN_CHUNK;
-            size_t n = j0 + COLUMN_CHUNK < G ? COLUMN_CHUNK : G - j0;
-            for (int block = 0; block < n_blocks; block++)
-                add_row(n, block_sums + (size_t)block * G + j0, dbias + j0);
-            if (tokens)
-                for (int b = 0; b < B; b++)
-                    add_row(n, dpre + (size_t)b * G + j0, dw_in + (size_t)tokens[b] * G + j0);
-        }
+    for (int b = 0; b < B; b++) {
+        const float *gi = gates + (size_t)b * G;
+        float *di = dpre + (size_t)b * G;
+        float *sum = block_sums + (size_t)(b / CELL_BLOCK_ROWS) * G;
+        size_t row = (size_t)b * H;
+        cell_backward_row(H, gi, gi + H, gi + 2 * H, gi + 3 * H, c_prev + row, tanh_c + row,
+                          dh_out + row, dh_rec + row, dc + row, di, di + H, di + 2 * H,
+                          di + 3 * H, sum, sum + H, sum + 2 * H, sum + 3 * H);
     }
 }

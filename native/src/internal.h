@@ -62,6 +62,8 @@ void model_weights_view(const charlstm_model *model, float *block, lstm_weights 
 // ----------------------------------------------------------------------------
 // LSTM cell kernels (cell.c)
 
+/* The cell kernels run on the calling thread; callers split the rows. */
+
 /* Adds the bias (4H) to the pre-activations (B, 4H), turns them into
  * activated gates in place and steps the cell: c_next = f*c_prev + i*g,
  * h_next = o*tanh(c_next). c_prev and c_next must not overlap. */
@@ -79,14 +81,11 @@ void lstm_cell_forward_input(int B, int H, float *gates, const float *w_in,
 /* Inverts lstm_cell_forward for one step. dh_out (B,H) is the gradient
  * arriving from the layer above, dh_rec (B,H) the one from step t+1;
  * dc (B,H) enters as dL/dc_t and leaves as dL/dc_{t-1}. Writes dpre (B,4H)
- * and adds its rows to dbias (4H). Unless tokens is NULL, also adds row b of
- * dpre to row tokens[b] of dw_in (V, 4H). block_sums is scratch of
- * ceil(B/CELL_BLOCK_ROWS) rows of 4H. The order of every sum depends on B
- * alone (rows within a block, then blocks), never on the thread count. */
+ * and adds row b of it to row b / CELL_BLOCK_ROWS of block_sums (4H per
+ * row), so each block of rows sums in row order. */
 void lstm_cell_backward(int B, int H, const float *gates, const float *c_prev,
                         const float *tanh_c, const float *dh_out, const float *dh_rec,
-                        float *dc, float *dpre, float *block_sums, float *dbias,
-                        const int32_t *tokens, float *dw_in);
+                        float *dc, float *dpre, float *block_sums);
 
 // ----------------------------------------------------------------------------
 // optimizer (optim.c)

@@ -20,7 +20,7 @@ typedef struct lstm_buffers {
     float *dpre;                       /* (T, B, 4H) gradient of gate pre-activations */
     float *dh_rec;                     /* (B, H) gradient from step t+1 */
     float *dc;                         /* (B, H) */
-    float *block_sums;                 /* (ceil(B/CELL_BLOCK_ROWS), 4H) cell scratch */
+    float *block_sums;                 /* (ceil(B/CELL_BLOCK_ROWS), 4H) bias sums of row blocks */
     float *packed;                     /* w_hh packed for the per-step products */
     float *row_loss;                   /* (T*B) loss of each position */
 } lstm_buffers;
