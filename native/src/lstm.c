@@ -197,6 +197,20 @@ static double softmax_loss(lstm_buffers *buf, int V, int keep_probs, int64_t *n_
     return total;
 }
 
+/* Cell step t of layer l for the block of up to CELL_BLOCK_ROWS batch rows
+ * from b0 (rows before `end`). */
+static void forward_cell_block(lstm_buffers *buf, int l, int t, int H, const lstm_weights *w,
+                               const float *w_gather, int b0, int end) {
+    int B = buf->B;
+    size_t BH = (size_t)B * H, G = 4 * (size_t)H, at = (size_t)b0 * H;
+    int n = end - b0 < CELL_BLOCK_ROWS ? end - b0 : CELL_BLOCK_ROWS;
+    lstm_cell_forward_input(n, H, buf->gates[l] + ((size_t)t * B + b0) * G, w_gather,
+                            buf->inputs + (size_t)t * B + b0, w->bias[l],
+                            buf->c[l] + (size_t)t * BH + at, buf->c[l] + (size_t)(t + 1) * BH + at,
+                            buf->h[l] + (size_t)(t + 1) * BH + at,
+                            buf->tanh_c[l] + (size_t)t * BH + at);
+}
+
 /* Step t of layer l for batch rows [first, end): the recurrent product, then
  * the cell, which adds the bias and, for the one-hot layer 0 (w_gather not
  * NULL), the token's row of w_ih. Upper layers have their input product in
@@ -214,17 +228,13 @@ static void forward_step(lstm_buffers *buf, int l, int t, int H, const lstm_weig
     else
         charlstm_gemm_nn(rows, (int)G, H, h_prev, H, w->w_hh[l], (int)G, pre, (int)G, accumulate);
     int n_blocks = (rows + CELL_BLOCK_ROWS - 1) / CELL_BLOCK_ROWS;
-#pragma omp parallel for num_threads(cell_threads) schedule(static) if (cell_threads > 1)
-    for (int block = 0; block < n_blocks; block++) {
-        int b0 = first + block * CELL_BLOCK_ROWS;
-        int n = end - b0 < CELL_BLOCK_ROWS ? end - b0 : CELL_BLOCK_ROWS;
-        size_t at = (size_t)b0 * H;
-        lstm_cell_forward_input(n, H, buf->gates[l] + ((size_t)t * B + b0) * G, w_gather,
-                                buf->inputs + (size_t)t * B + b0, w->bias[l],
-                                buf->c[l] + (size_t)t * BH + at,
-                                buf->c[l] + (size_t)(t + 1) * BH + at,
-                                buf->h[l] + (size_t)(t + 1) * BH + at,
-                                buf->tanh_c[l] + (size_t)t * BH + at);
+    if (cell_threads > 1) {
+#pragma omp parallel for num_threads(cell_threads) schedule(static)
+        for (int block = 0; block < n_blocks; block++)
+            forward_cell_block(buf, l, t, H, w, w_gather, first + block * CELL_BLOCK_ROWS, end);
+    } else {
+        for (int block = 0; block < n_blocks; block++)
+            forward_cell_block(buf, l, t, H, w, w_gather, first + block * CELL_BLOCK_ROWS, end);
     }
 }
 
@@ -346,6 +356,19 @@ static void scatter_rows(const float *dpre_t, const int32_t *tokens_t, int first
     }
 }
 
+/* Backward cell step t of layer l for the block of up to CELL_BLOCK_ROWS
+ * batch rows from b0 (rows before `end`), adding into that block's bias sums. */
+static void backward_cell_block(lstm_buffers *buf, int l, int t, int H, int b0, int end) {
+    int B = buf->B;
+    size_t BH = (size_t)B * H, G = 4 * (size_t)H, at = (size_t)b0 * H;
+    int n = end - b0 < CELL_BLOCK_ROWS ? end - b0 : CELL_BLOCK_ROWS;
+    lstm_cell_backward(n, H, buf->gates[l] + ((size_t)t * B + b0) * G,
+                       buf->c[l] + (size_t)t * BH + at, buf->tanh_c[l] + (size_t)t * BH + at,
+                       buf->dout + (size_t)t * BH + at, buf->dh_rec + at, buf->dc + at,
+                       buf->dpre + ((size_t)t * B + b0) * G,
+                       buf->block_sums + (size_t)(b0 / CELL_BLOCK_ROWS) * G);
+}
+
 /* Step t of layer l backward for batch rows [first, end): the cell writes
  * dpre_t and adds its rows to their blocks' bias sums, then dh_{t-1} =
  * dpre_t @ w_hh^T. With cell_threads > 1 the cell splits its rows and, when
@@ -355,33 +378,29 @@ static void backward_step(lstm_buffers *buf, int l, int t, int H, const lstm_wei
                           int use_packed, int first, int end, int cell_threads,
                           float *dw_gather) {
     int B = buf->B, rows = end - first;
-    size_t BH = (size_t)B * H, G = 4 * (size_t)H;
+    size_t G = 4 * (size_t)H;
     float *dpre_t = buf->dpre + (size_t)t * B * G;
     int n_blocks = (rows + CELL_BLOCK_ROWS - 1) / CELL_BLOCK_ROWS;
     size_t n_chunks = (G + COLUMN_CHUNK - 1) / COLUMN_CHUNK;
-#pragma omp parallel num_threads(cell_threads) if (cell_threads > 1)
-    {
+    if (cell_threads > 1) {
+#pragma omp parallel num_threads(cell_threads)
+        {
 #pragma omp for schedule(static)
-        for (int block = 0; block < n_blocks; block++) {
-            int b0 = first + block * CELL_BLOCK_ROWS;
-            int n = end - b0 < CELL_BLOCK_ROWS ? end - b0 : CELL_BLOCK_ROWS;
-            size_t at = (size_t)b0 * H;
-            lstm_cell_backward(n, H, buf->gates[l] + ((size_t)t * B + b0) * G,
-                               buf->c[l] + (size_t)t * BH + at,
-                               buf->tanh_c[l] + (size_t)t * BH + at,
-                               buf->dout + (size_t)t * BH + at, buf->dh_rec + at, buf->dc + at,
-                               dpre_t + (size_t)b0 * G,
-                               buf->block_sums + (size_t)(b0 / CELL_BLOCK_ROWS) * G);
-        }
-        if (dw_gather && cell_threads > 1) {
+            for (int block = 0; block < n_blocks; block++)
+                backward_cell_block(buf, l, t, H, first + block * CELL_BLOCK_ROWS, end);
+            if (dw_gather) {
 #pragma omp for schedule(static)
-            for (size_t chunk = 0; chunk < n_chunks; chunk++) {
-                size_t j0 = chunk * COLUMN_CHUNK;
-                size_t j1 = j0 + COLUMN_CHUNK < G ? j0 + COLUMN_CHUNK : G;
-                scatter_rows(dpre_t, buf->inputs + (size_t)t * B, first, end, G, j0, j1,
-                             dw_gather);
+                for (size_t chunk = 0; chunk < n_chunks; chunk++) {
+                    size_t j0 = chunk * COLUMN_CHUNK;
+                    size_t j1 = j0 + COLUMN_CHUNK < G ? j0 + COLUMN_CHUNK : G;
+                    scatter_rows(dpre_t, buf->inputs + (size_t)t * B, first, end, G, j0, j1,
+                                 dw_gather);
+                }
             }
         }
+    } else {
+        for (int block = 0; block < n_blocks; block++)
+            backward_cell_block(buf, l, t, H, first + block * CELL_BLOCK_ROWS, end);
     }
     float *dpre = dpre_t + (size_t)first * G, *dh = buf->dh_rec + (size_t)first * H;
     if (use_packed)
@@ -434,14 +453,9 @@ static void layer_backward_time(lstm_buffers *buf, int l, int H, int V, const ls
     int use_packed = B >= MIN_ROWS_PACKED;
     if (use_packed) charlstm_gemm_pack_bt((int)G, H, w->w_hh[l], (int)G, buf->packed);
     int threads = recurrence_threads(B, H);
-    int cell_threads = cell_threads_for(BH);
-    if (threads == 1 && cell_threads > 1) {
-        for (int t = T - 1; t >= 0; t--)
-            backward_step(buf, l, t, H, w, use_packed, 0, B, cell_threads, dw_gather);
-        add_gate_gradients(buf, G, dbias, NULL);
-    } else {
+    if (threads > 1) {
         charlstm_kernels_init(); // before the threads call products at once
-#pragma omp parallel num_threads(threads) if (threads > 1)
+#pragma omp parallel num_threads(threads)
         {
             int first, end;
             thread_rows(B, thread_index(), thread_count(), &first, &end);
@@ -449,6 +463,14 @@ static void layer_backward_time(lstm_buffers *buf, int l, int H, int V, const ls
                 backward_step(buf, l, t, H, w, use_packed, first, end, 1, NULL);
         }
         add_gate_gradients(buf, G, dbias, dw_gather);
+    } else {
+        // the products start their own threads here, so no region may
+        // enclose them: a nested region would start new threads each time
+        int cell_threads = cell_threads_for(BH);
+        float *scatter_now = cell_threads > 1 ? dw_gather : NULL;
+        for (int t = T - 1; t >= 0; t--)
+            backward_step(buf, l, t, H, w, use_packed, 0, B, cell_threads, scatter_now);
+        add_gate_gradients(buf, G, dbias, scatter_now ? NULL : dw_gather);
     }
     memcpy(dh0, buf->dh_rec, BH * sizeof(float));
     memcpy(dc0, buf->dc, BH * sizeof(float));
