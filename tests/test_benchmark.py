@@ -51,3 +51,29 @@ def test_bench_rejects_unknown_config():
     done = run_bench("--configs", "x")
     assert done.returncode == 2
     assert "--configs" in done.stderr
+
+
+COMPARE = BENCH.parent / "compare_builds.py"
+
+
+def test_compare_builds_tiny_reports_each_library():
+    from charlstm_cli._native import lib
+
+    done = subprocess.run(
+        [sys.executable, str(COMPARE), "--tiny", "--rounds", "2", "--threads", "1",
+         "--config", "b", lib._name, lib._name],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [ln for ln in done.stdout.splitlines() if ln.endswith(tuple("0123456789"))]
+    assert len(rows) == 2, done.stdout
+    assert "config b: 2 x 16" in done.stdout
+
+
+def test_compare_builds_rejects_missing_library(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(COMPARE), str(tmp_path / "missing.so")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 2
+    assert "no library file" in done.stderr
