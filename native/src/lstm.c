@@ -96,7 +96,9 @@ static int cell_threads_for(size_t n) {
 
 /* Packed recurrent weights up to this size stay in the L2 cache of each core
  * (2 MiB per core on the development machine), so every thread of a split
- * batch can read all of them at each step. */
+ * batch can read all of them at each step.
+ * NOTE: a fixed size, not read from the processor; on cores with 1 MiB of L2
+ * the weights of H = 256 would not stay in cache. */
 #define CACHED_WEIGHT_BYTES ((size_t)1 << 20)
 /* Rows per thread from which a thread reads all of larger weights from the
  * shared cache at each step: 32 FLOP per byte of weights. Measured on
