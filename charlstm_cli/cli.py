@@ -35,7 +35,7 @@ from .data import (
     read_corpus,
     unknown_characters,
 )
-from .errors import UserError
+from .errors import UserError, file_write_hint
 from .output import (
     StdoutError,
     TrainDisplay,
@@ -945,6 +945,14 @@ def resume(
             show_default=False,
         ),
     ] = None,
+    discard_newer: Annotated[
+        bool,
+        typer.Option(
+            metavar=FLAG,
+            help="Resume from a checkpoint older than the run's latest.ckpt, deleting "
+            "the later epoch checkpoints, best.ckpt if later, and their metrics.",
+        ),
+    ] = False,
     run_dir: RunDir = None,
     json_summary: JsonSummary = False,
     verbose: Verbose = 0,
@@ -962,6 +970,7 @@ def resume(
     _apply_limits(run, epochs, max_steps, lr)
     folder = path.resolve().parent
     paths.check_writable(folder)
+    _check_newer_checkpoints(folder, path, run, discard_newer)
     if threads is None:
         threads = _recorded_threads(folder)
     _set_threads(threads)
@@ -970,6 +979,101 @@ def resume(
     _run_training(
         folder, model, trainer, run, text, json_summary, threads, resumed_from=path
     )
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    """Return the training step stored in checkpoint `path`, or None if unreadable."""
+    from .checkpoint import CheckpointError, read_checkpoint_summary
+
+    try:
+        step = read_checkpoint_summary(path, verify=False)["metadata"]["progress"]["step"]
+    except (CheckpointError, LookupError, TypeError):
+        return None
+    return step if type(step) is int else None
+
+
+def _check_newer_checkpoints(
+    folder: Path, path: Path, run: RunState, discard: bool
+) -> None:
+    """Reject resuming from a checkpoint older than the run folder's latest.ckpt.
+
+    Resuming replaces latest.ckpt and metrics.jsonl with the state of `path`,
+    so the later steps would be lost while best.ckpt and later epoch
+    checkpoints kept them. With `discard`, those later files are deleted too,
+    so every file in the folder belongs to one history.
+    """
+    latest = folder / paths.LATEST
+    if not latest.is_file() or latest.samefile(path):
+        return
+    step = run.progress.step
+    latest_step = _checkpoint_step(latest)
+    if latest_step is None:
+        print_warning(f"{latest} is unreadable; resuming replaces it")
+        return
+    if latest_step <= step:
+        return
+    if not discard:
+        raise UserError(
+            f"checkpoint {path} is at step {step}, but the run's {latest} is at "
+            f"step {latest_step}; resuming from it would discard steps "
+            f"{step + 1} to {latest_step}",
+            hint=f"resume from {latest}, or pass --discard-newer to delete the "
+            f"checkpoints and metrics after step {step}",
+        )
+    _discard_newer_files(folder, path, run)
+
+
+def _discard_newer_files(folder: Path, path: Path, run: RunState) -> None:
+    """Make `path` the run's latest.ckpt and delete checkpoints saved after it."""
+    from .checkpoint import EPOCH_CHECKPOINT_PATTERN, epoch_checkpoint_path
+
+    progress = run.progress
+    # latest.ckpt first, so a failure below still leaves a resumable folder
+    _copy_atomically(path, folder / paths.LATEST)
+    print_line(f"Replaced {folder / paths.LATEST} with {path}", style="yellow")
+    for entry in sorted(folder.iterdir()):
+        match = EPOCH_CHECKPOINT_PATTERN.match(entry.name)
+        if match and int(match.group(1)) > progress.epoch:
+            _remove_file(entry)
+    best = folder / paths.BEST
+    best_step = _checkpoint_step(best) if best.is_file() else None
+    if best_step is None or best_step <= progress.step:
+        return
+    # best.ckpt is the same state as the epoch checkpoint of the best epoch
+    source = None
+    if run.best_epoch is not None:
+        source = epoch_checkpoint_path(folder, run.best_epoch)
+    if source is not None and source.is_file():
+        _copy_atomically(source, best)
+        print_line(f"Replaced {best} with {source}", style="yellow")
+    else:
+        _remove_file(best)
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    temp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        shutil.copyfile(source, temp)
+        os.replace(temp, target)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise UserError(
+            f"cannot copy {source} to {target}: {exc.strerror or exc}",
+            hint=file_write_hint(target.parent, exc),
+        ) from None
+
+
+def _remove_file(target: Path) -> None:
+    try:
+        target.unlink()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise UserError(
+            f"cannot delete {target}: {exc.strerror or exc}",
+            hint=file_write_hint(target.parent, exc),
+        ) from None
+    print_line(f"Deleted {target}", style="yellow")
 
 
 def _recorded_threads(folder: Path) -> int:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
 
 class UserError(Exception):
     """A problem with the user's input or files, with an optional hint.
@@ -15,3 +18,17 @@ class UserError(Exception):
         self.message = message
         self.hint = hint
         self.exit_code = exit_code
+
+
+def file_write_hint(folder: Path, exc: OSError) -> str:
+    """Return the hint for a failed write of a file in `folder`, chosen by errno."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return (
+            "free disk space or raise the file size limit (ulimit -f), or pass "
+            "--run-dir to save runs on another disk"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"make {folder} writable, or pass --run-dir to save runs elsewhere"
+    if exc.errno == errno.ENOENT:
+        return f"check that the folder {folder} exists"
+    return f"check the folder {folder} and the disk it is on"

@@ -77,11 +77,52 @@ def test_resume_from_epoch_checkpoint(invoke, corpus, tiny, tmp_path):
     run = train_run(invoke, corpus, tiny, "ref", "--epochs", "2", *EXACT_OPTIONS)
     original = tmp_path / "original.ckpt"
     original.write_bytes((run / "latest.ckpt").read_bytes())
-    result = invoke("resume", run / "epoch-0001.ckpt")
+    result = invoke("resume", run / "epoch-0001.ckpt", "--discard-newer")
     assert result.exit_code == 0, result.output
     assert "at epoch 2, step 42" in result.stderr
     # rerunning epoch 2 from its start reproduces the first run's end state
     assert_same_checkpoint(original, run / "latest.ckpt")
+
+
+def step_of(checkpoint: Path) -> int:
+    _, metadata = load_checkpoint(checkpoint)
+    return metadata["progress"]["step"]
+
+
+def test_resume_older_checkpoint_rejected(invoke, corpus, tiny):
+    run = train_run(
+        invoke, corpus, tiny, "rewind", "--epochs", "3", "--keep-epochs", "3"
+    )
+    before = snapshot(run)
+    result = invoke("resume", run / "epoch-0001.ckpt", "--max-steps", "50")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert (
+        f"Error: checkpoint {run / 'epoch-0001.ckpt'} is at step 42, but the run's "
+        f"{run / 'latest.ckpt'} is at step 126" in result.stderr
+    )
+    assert "Hint: resume from" in result.stderr
+    assert "--discard-newer" in result.stderr
+    assert snapshot(run) == before
+
+
+def test_resume_discard_newer_cleans_folder(invoke, corpus, tiny):
+    run = train_run(
+        invoke, corpus, tiny, "rewind", "--epochs", "3", "--keep-epochs", "3"
+    )
+    assert step_of(run / "best.ckpt") == 126
+    result = invoke(
+        "resume", run / "epoch-0001.ckpt", "--max-steps", "50", "--discard-newer"
+    )
+    assert result.exit_code == 0, result.output
+    names = sorted(path.name for path in run.iterdir())
+    assert names == [
+        "best.ckpt", "epoch-0001.ckpt", "latest.ckpt", "metrics.jsonl", "run.json"
+    ]  # fmt: skip
+    assert step_of(run / "latest.ckpt") == 50
+    assert step_of(run / "best.ckpt") == 42
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert max(json.loads(line)["step"] for line in lines) == 50
 
 
 def test_resume_defaults_to_newest_run(invoke, corpus, tiny):
