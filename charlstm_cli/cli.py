@@ -468,8 +468,11 @@ def train(
     _set_threads(threads)
     model, trainer = _build_engine(run)
     folder = paths.create_run_folder(home, name)
-    _write_run_info(folder, "train", run, threads)
-    _run_training(folder, model, trainer, run, text_corpus.text, json_summary, threads)
+    with paths.locked_run_folder(folder):
+        _write_run_info(folder, "train", run, threads)
+        _run_training(
+            folder, model, trainer, run, text_corpus.text, json_summary, threads
+        )
 
 
 def _new_run_state(corpus, encoding: str, options: dict[str, Any]) -> RunState:
@@ -964,21 +967,23 @@ def resume(
     fixed = {"hidden_size": hidden_size, "layers": layers}
     fixed |= {"batch_size": batch_size, "seq_len": seq_len}
     path = _chosen_checkpoint(checkpoint, run_dir)
-    tensors, run = state.load(path)
-    _reject_fixed_options(fixed, run)
-    text = _resume_corpus(run, corpus, allow_new_corpus)
-    _apply_limits(run, epochs, max_steps, lr)
     folder = path.resolve().parent
-    paths.check_writable(folder)
-    _check_newer_checkpoints(folder, path, run, discard_newer)
-    if threads is None:
-        threads = _recorded_threads(folder)
-    _set_threads(threads)
-    model, trainer = _restore_engine(path, tensors, run)
-    _write_run_info(folder, "resume", run, threads)
-    _run_training(
-        folder, model, trainer, run, text, json_summary, threads, resumed_from=path
-    )
+    # locked before reading, so no other process saves a later checkpoint meanwhile
+    with paths.locked_run_folder(folder):
+        tensors, run = state.load(path)
+        _reject_fixed_options(fixed, run)
+        text = _resume_corpus(run, corpus, allow_new_corpus)
+        _apply_limits(run, epochs, max_steps, lr)
+        paths.check_writable(folder)
+        _check_newer_checkpoints(folder, path, run, discard_newer)
+        if threads is None:
+            threads = _recorded_threads(folder)
+        _set_threads(threads)
+        model, trainer = _restore_engine(path, tensors, run)
+        _write_run_info(folder, "resume", run, threads)
+        _run_training(
+            folder, model, trainer, run, text, json_summary, threads, resumed_from=path
+        )
 
 
 def _checkpoint_step(path: Path) -> int | None:

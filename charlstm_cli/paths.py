@@ -11,9 +11,16 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import platformdirs
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from .errors import UserError
 
@@ -156,3 +163,35 @@ def check_writable(folder: Path) -> None:
             f"run folder {folder} is not writable",
             hint="fix its permissions, or train into another --run-dir",
         )
+
+
+@contextmanager
+def locked_run_folder(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` so one process at a time trains in it.
+
+    The lock is flock(2) on the folder itself, so no lock file is left behind,
+    and the kernel releases it when the process ends, even on SIGKILL. Raises
+    UserError when another process holds the lock. A folder that cannot be
+    opened is not locked.
+    """
+    if fcntl is None:
+        # NOTE: without fcntl (Windows) two processes can train in one folder.
+        yield
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        # nothing to lock, and the caller's next access to the folder reports why
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"run folder {folder} is in use by another charlstm process",
+                hint="wait until that training run stops, or stop it with Ctrl-C",
+            ) from None
+        yield
+    finally:
+        os.close(fd)

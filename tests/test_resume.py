@@ -352,6 +352,28 @@ def test_resume_duplicate_vocab_rejected(invoke, finished_run):
     assert expected in result.stderr
 
 
+def test_resume_locked_folder_rejected(invoke, finished_run):
+    import fcntl
+
+    before = snapshot(finished_run)
+    fd = os.open(finished_run, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = invoke("resume", "--epochs", "2")
+    finally:
+        os.close(fd)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert (
+        f"Error: run folder {finished_run} is in use by another charlstm process"
+        in result.stderr
+    )
+    assert "Hint: " in result.stderr
+    assert snapshot(finished_run) == before
+    result = invoke("resume", "--epochs", "2")
+    assert result.exit_code == 0, result.output
+
+
 # ----------------------------------------------------------------------------
 # signals in a real process
 
@@ -417,3 +439,32 @@ def test_signal_saves_and_resumes(
     assert result.exit_code == 0, result.output
     _, resumed = load_checkpoint(run / "latest.ckpt")
     assert resumed["progress"]["step"] == stopped_at + 5
+
+
+def test_resume_during_training_rejected(
+    run_module, corpus, tiny, charlstm_home, invoke
+):
+    run = charlstm_home / "runs" / "busy"
+    command = [sys.executable, "-m", "charlstm_cli", "train", "--corpus", str(corpus)]
+    command += [*tiny, "--epochs", "100000", "--name", "busy"]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=run_module.env,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (run / "latest.ckpt").exists():
+            assert process.poll() is None, "training exited early"
+            assert time.monotonic() < deadline, "training saved no checkpoint"
+            time.sleep(0.05)
+        # a few steps on, so that without the lock the resume ends quickly
+        limit = step_of(run / "latest.ckpt") + 5
+        result = invoke("resume", run / "latest.ckpt", "--max-steps", limit)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    assert result.exit_code == 1, result.output
+    assert f"run folder {run} is in use by another charlstm process" in result.stderr
+    assert process.returncode == 130
