@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import __version__
-from .errors import UserError
+from .errors import UserError, file_write_hint
 
 FORMAT_NAME = "charlstm-checkpoint"
 FORMAT_VERSION = 1
@@ -112,10 +112,10 @@ def save_checkpoint(
     try:
         fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            _write_all(fd, struct.pack("<Q", len(header)))
-            _write_all(fd, header)
+            write_all(fd, struct.pack("<Q", len(header)))
+            write_all(fd, header)
             for _, tensor in ordered:
-                _write_all(fd, tensor.data)
+                write_all(fd, tensor.data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -203,7 +203,7 @@ def _build_header(
     return encoded + b" " * padding
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     """Write all of `data`, looping because os.write may write only part."""
     view = memoryview(data)
     while view.nbytes:
@@ -256,17 +256,9 @@ def _remove_quietly(path: Path) -> None:
 
 def _write_error(path: Path, exc: OSError) -> CheckpointError:
     reason = exc.strerror or str(exc)
-    if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
-        hint = "Free disk space, or pass --run-dir to save runs on another disk."
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        hint = f"Make {path.parent} writable, or pass --run-dir to save runs elsewhere."
-    elif exc.errno == errno.ENOENT:
-        hint = f"Check that the folder {path.parent} exists."
-    else:
-        hint = None
+    hint = file_write_hint(path.parent, exc)
     if path.exists():
-        previous = " The previous checkpoint there is unchanged."
-        hint = (hint + previous) if hint else previous.strip()
+        hint += "; the previous checkpoint there is unchanged"
     return CheckpointError(path, f"cannot write checkpoint {path}: {reason}", hint)
 
 

@@ -469,10 +469,15 @@ def train(
     model, trainer = _build_engine(run)
     folder = paths.create_run_folder(home, name)
     with paths.locked_run_folder(folder):
-        _write_run_info(folder, "train", run, threads)
-        _run_training(
-            folder, model, trainer, run, text_corpus.text, json_summary, threads
-        )
+        try:
+            _write_run_info(folder, "train", run, threads)
+            _run_training(
+                folder, model, trainer, run, text_corpus.text, json_summary, threads
+            )
+        except UserError:
+            # a write failed, and a run folder without a checkpoint cannot be resumed
+            _remove_run_without_checkpoint(folder)
+            raise
 
 
 def _new_run_state(corpus, encoding: str, options: dict[str, Any]) -> RunState:
@@ -576,8 +581,15 @@ def _write_run_info(folder: Path, command: str, run: RunState, threads: int) -> 
     info["training"] = asdict(run.training)
     info.setdefault("sessions", []).append(entry)
     temp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    temp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    os.replace(temp, target)
+    try:
+        temp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        os.replace(temp, target)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise UserError(
+            f"cannot write {target}: {exc.strerror or exc}",
+            hint=file_write_hint(folder, exc),
+        ) from None
 
 
 # ----------------------------------------------------------------------------
@@ -991,7 +1003,8 @@ def _checkpoint_step(path: Path) -> int | None:
     from .checkpoint import CheckpointError, read_checkpoint_summary
 
     try:
-        step = read_checkpoint_summary(path, verify=False)["metadata"]["progress"]["step"]
+        metadata = read_checkpoint_summary(path, verify=False)["metadata"]
+        step = metadata["progress"]["step"]
     except (CheckpointError, LookupError, TypeError):
         return None
     return step if type(step) is int else None

@@ -790,3 +790,55 @@ def test_module_stdout_full_disk(run_module, corpus, tiny):
         assert error_lines(result.stderr) == [
             "Error: cannot write to standard output: No space left on device"
         ], command
+
+
+def limit_file_size(max_bytes: int):
+    """Return a preexec_fn that caps the size of written files, as `ulimit -f`."""
+
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+    return apply
+
+
+@pytest.mark.parametrize(
+    "max_bytes, name",
+    [(1024, "run.json"), (4096, "metrics.jsonl"), (20480, "latest.ckpt")],
+)
+def test_module_train_file_too_large(
+    run_module, corpus, tiny, charlstm_home, max_bytes, name
+):
+    args = ["--corpus", corpus, *tiny, "--log-every", "1", "--name", "full"]
+    result = run_module("train", *args, preexec_fn=limit_file_size(max_bytes))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    run = charlstm_home / "runs" / "full"
+    (error,) = error_lines(result.stderr)
+    assert error.startswith("Error: cannot write ")
+    assert error.endswith(f"{run / name}: File too large")
+    assert "Hint: free disk space or raise the file size limit" in result.stderr
+    # the run saved no checkpoint, so its folder goes
+    assert not run.exists()
+
+
+def test_module_resume_metrics_file_too_large(run_module, corpus, tiny):
+    args = ["--corpus", corpus, *tiny, "--log-every", "1", "--epochs", "1"]
+    trained = run_module("train", *args)
+    assert trained.returncode == 0, trained.stderr
+    (run,) = (corpus.parent / "home" / "runs").iterdir()
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    # room for the rewritten metrics.jsonl but not for a whole new line
+    max_bytes = len(before["metrics.jsonl"]) + 100
+    result = run_module(
+        "resume", "--epochs", "2", preexec_fn=limit_file_size(max_bytes)
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert error_lines(result.stderr) == [
+        f"Error: cannot write {run / 'metrics.jsonl'}: File too large"
+    ]
+    assert (run / "metrics.jsonl").read_bytes() == before["metrics.jsonl"]
+    assert (run / "latest.ckpt").read_bytes() == before["latest.ckpt"]
+    assert not list(run.glob(".*.tmp-*"))
