@@ -82,6 +82,9 @@ MAX_STEPS = 10**12  # also --log-every
 MAX_SAMPLE_LENGTH = 1_000_000  # --sample-length, generated in one C call
 MAX_THREADS = 1024
 MAX_TOP_K = 2**31 - 1  # an int32 in C; any value >= the vocabulary size disables it
+# The largest finite float32. Float options go to the C engine as float32, and
+# larger values become infinity there.
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 # Metavar for flags: Typer's help shows <bool> beside a flag unless the
@@ -194,7 +197,12 @@ def _in_range(
     low_open: bool = False,
     high_open: bool = False,
 ):
-    """Return an option callback that rejects NaN, infinities and out-of-range floats."""
+    """Return an option parser that reads a float and rejects out-of-range values.
+
+    NaN, infinities and values beyond float32, the engine's number type, are
+    rejected too. Messages quote the value as typed, because 1e39 would
+    otherwise print as 1e+39.
+    """
     bounds = []
     if low is not None:
         bounds.append(f"{'>' if low_open else '>='} {low:g}")
@@ -202,16 +210,24 @@ def _in_range(
         bounds.append(f"{'<' if high_open else '<='} {high:g}")
     expected = "must be a finite number " + " and ".join(bounds)
 
-    def check(value: float | None) -> float | None:
-        if value is None:
-            return value
+    def parse(text: str | float) -> float:
+        if isinstance(text, float):
+            return text  # Click passes the default, a float, through the parser too
+        try:
+            value = float(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a number") from None
         too_low = low is not None and (value <= low if low_open else value < low)
         too_high = high is not None and (value >= high if high_open else value > high)
         if not math.isfinite(value) or too_low or too_high:
-            raise typer.BadParameter(f"{expected}, not {value}")
+            raise typer.BadParameter(f"{expected}, not {text}")
+        if abs(value) > FLOAT32_MAX:
+            raise typer.BadParameter(
+                f"must be at most {FLOAT32_MAX:.8g} (the largest float32), not {text}"
+            )
         return value
 
-    return check
+    return parse
 
 
 def _version_callback(value: bool) -> None:
@@ -273,7 +289,9 @@ MaxSteps = Annotated[
 LearningRate = Annotated[
     float,
     typer.Option(
-        callback=_in_range(low=0.0, low_open=True), help="Initial learning rate."
+        metavar="<float>",
+        parser=_in_range(low=0.0, low_open=True),
+        help="Initial learning rate.",
     ),
 ]
 
@@ -354,33 +372,40 @@ def train(
     momentum: Annotated[
         float,
         typer.Option(
-            callback=_in_range(low=0.0, high=1.0, high_open=True), help="SGD momentum."
+            metavar="<float>",
+            parser=_in_range(low=0.0, high=1.0, high_open=True),
+            help="SGD momentum.",
         ),
     ] = 0.9,
     weight_decay: Annotated[
         float,
         typer.Option(
-            callback=_in_range(low=0.0), help="Weight decay (decoupled for Adam)."
+            metavar="<float>",
+            parser=_in_range(low=0.0),
+            help="Weight decay (decoupled for Adam).",
         ),
     ] = 0.0,
     clip: Annotated[
         float,
         typer.Option(
-            callback=_in_range(low=0.0),
+            metavar="<float>",
+            parser=_in_range(low=0.0),
             help="Clip the global gradient norm to this; 0 disables.",
         ),
     ] = 5.0,
     clip_value: Annotated[
         float,
         typer.Option(
-            callback=_in_range(low=0.0),
+            metavar="<float>",
+            parser=_in_range(low=0.0),
             help="Clip each gradient element to ±this; 0 disables.",
         ),
     ] = 0.0,
     dropout: Annotated[
         float,
         typer.Option(
-            callback=_in_range(low=0.0, high=1.0, high_open=True),
+            metavar="<float>",
+            parser=_in_range(low=0.0, high=1.0, high_open=True),
             help="Dropout probability on each layer's output.",
         ),
     ] = 0.0,
@@ -399,14 +424,16 @@ def train(
     lr_decay_factor: Annotated[
         float,
         typer.Option(
-            callback=_in_range(low=0.0, high=1.0, low_open=True),
+            metavar="<float>",
+            parser=_in_range(low=0.0, high=1.0, low_open=True),
             help="Factor applied at each step-schedule decay.",
         ),
     ] = 0.5,
     val_fraction: Annotated[
         float,
         typer.Option(
-            callback=_in_range(low=0.0, high=0.5),
+            metavar="<float>",
+            parser=_in_range(low=0.0, high=0.5),
             help="Fraction at the end of the corpus held out for validation; 0 disables.",
         ),
     ] = 0.1,
@@ -762,7 +789,8 @@ def generate(
     temperature: Annotated[
         float,
         typer.Option(
-            callback=_in_range(low=0.0),
+            metavar="<float>",
+            parser=_in_range(low=0.0),
             help="Softmax temperature; lower is more conservative, 0 always takes the "
             "most likely character.",
         ),
@@ -778,7 +806,8 @@ def generate(
     top_p: Annotated[
         float,
         typer.Option(
-            callback=_in_range(low=0.0, high=1.0, low_open=True),
+            metavar="<float>",
+            parser=_in_range(low=0.0, high=1.0, low_open=True),
             help="Sample from the smallest set of characters whose probability reaches p; "
             "1 disables.",
         ),
@@ -942,7 +971,8 @@ def resume(
     lr: Annotated[
         Optional[float],
         typer.Option(
-            callback=_in_range(low=0.0, low_open=True),
+            metavar="<float>",
+            parser=_in_range(low=0.0, low_open=True),
             help="New initial learning rate (the schedule applies on top).",
             show_default=False,
         ),

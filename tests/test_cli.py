@@ -620,7 +620,31 @@ def test_model_and_trainer_reject_bad_seeds():
 def test_train_lr_message(invoke, corpus, value):
     result = invoke("train", "--corpus", corpus, "--lr", value)
     assert result.exit_code == 2
-    assert f"must be a finite number > 0, not {float(value)}" in result.stderr
+    assert f"must be a finite number > 0, not {value}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["generate", "--temperature"],
+        ["train", "--lr"],
+        ["train", "--weight-decay"],
+        ["train", "--clip"],
+        ["resume", "--lr"],
+    ],
+)
+def test_float_above_float32_rejected(trained, invoke, corpus, tiny, command):
+    _, run = trained
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    args = ["--corpus", corpus, *tiny] if command[0] == "train" else []
+    result = invoke(*command, "1e39", *args)
+    assert result.exit_code == 2, result.output
+    # Typer wraps the usage error in a box, so join its lines again
+    message = " ".join(result.stderr.replace("\u2502", " ").split())
+    assert "(the largest float32), not 1e39" in message
+    assert result.stdout == ""
+    assert [path.name for path in run.parent.iterdir()] == [run.name]
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before
 
 
 def test_train_unknown_sample_seed(invoke, corpus, tiny, run_folders):
