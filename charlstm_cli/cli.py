@@ -639,6 +639,7 @@ def _run_training(
     training = Training(folder, model, trainer, run, text, make_tuner(threads))
     if resumed_from is not None:
         training.check_position(resumed_from)
+        training.drop_last_step_record()
     training.rewrite_metrics()
     _announce(folder, training, len(set(text)))
     signals = StopSignals()

@@ -236,7 +236,10 @@ class Training:
             raise _metrics_error(target, exc) from None
 
     def append_record(self, record: dict[str, Any]) -> None:
-        """Append one line to metrics.jsonl. A failed write leaves the file unchanged."""
+        """Append one line to metrics.jsonl.
+
+        A failed write raises UserError and leaves the file unchanged.
+        """
         target = self.run_dir / paths.METRICS
         line = (json.dumps(record) + "\n").encode("utf-8")
         try:
@@ -359,8 +362,14 @@ class Training:
         return steps * self.chars_per_step / seconds if seconds > 0 else 0.0
 
     def _maybe_log(self, loss: float, grad_norm: float) -> dict[str, Any] | None:
+        """Write a step record every log_every steps and at the run's last step.
+
+        The record at the last step leaves the averaging window open, so a
+        resumed run logs the same interval records as one that never stopped.
+        """
         progress, settings = self.run.progress, self.run.training
-        if progress.step % settings.log_every != 0:
+        on_interval = progress.step % settings.log_every == 0
+        if not on_interval and progress.step < self.total_steps:
             return None
         record = {
             "kind": "step",
@@ -372,10 +381,23 @@ class Training:
             "chars_per_sec": self._window_rate(),
             "elapsed": self._elapsed(),
         }
-        progress.log_loss_sum, progress.log_steps = 0.0, 0
-        self._window_start = (time.perf_counter(), progress.step)
+        if on_interval:
+            progress.log_loss_sum, progress.log_steps = 0.0, 0
+            self._window_start = (time.perf_counter(), progress.step)
         self.append_record(record)
         return record
+
+    def drop_last_step_record(self) -> None:
+        """Remove the record of a finished run's last step before training on.
+
+        Only that record falls between log_every intervals, and the next
+        interval record covers its steps again.
+        """
+        history = self.run.history
+        log_every = self.run.training.log_every
+        last_step = next((r for r in reversed(history) if r["kind"] == "step"), None)
+        if last_step is not None and last_step["step"] % log_every != 0:
+            history.remove(last_step)
 
     def _step_event(
         self, loss: float, grad_norm: float, record: dict | None

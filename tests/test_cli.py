@@ -103,7 +103,8 @@ def test_train_loss_goes_down(trained):
 def test_train_logs_every_interval(trained):
     _, run = trained
     steps = [r for r in read_metrics(run) if r["kind"] == "step"]
-    assert [r["step"] for r in steps] == list(range(5, 85, 5))
+    # every 5 steps, and the last step 84 too
+    assert [r["step"] for r in steps] == [*range(5, 85, 5), 84]
     assert set(steps[0]) == {
         "kind", "step", "epoch", "loss", "grad_norm", "lr", "chars_per_sec", "elapsed",
     }  # fmt: skip
@@ -180,6 +181,16 @@ def test_train_max_steps_stops_mid_epoch(invoke, corpus, tiny, run_folders):
     _, metadata = load_checkpoint(run / "latest.ckpt")
     assert metadata["progress"]["epoch_step"] == 12
     assert not (run / "best.ckpt").exists()
+
+
+def test_train_logs_last_step(invoke, corpus, tiny, run_folders):
+    result = invoke("train", "--corpus", corpus, *tiny, "--max-steps", "3")
+    assert result.exit_code == 0, result.output
+    (run,) = run_folders()
+    steps = [r for r in read_metrics(run) if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == [3]
+    _, metadata = load_checkpoint(run / "latest.ckpt")
+    assert metadata["history"] == read_metrics(run)
 
 
 def test_train_keep_epochs_prunes_old_files(invoke, corpus, tiny, run_folders):
