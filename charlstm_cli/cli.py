@@ -1018,11 +1018,13 @@ def resume(
         text = _resume_corpus(run, corpus, allow_new_corpus)
         _apply_limits(run, epochs, max_steps, lr)
         paths.check_writable(folder)
-        _check_newer_checkpoints(folder, path, run, discard_newer)
+        newer = _has_newer_checkpoint(folder, path, run, discard_newer)
         if threads is None:
             threads = _recorded_threads(folder)
         _set_threads(threads)
         model, trainer = _restore_engine(path, tensors, run)
+        if newer:
+            _discard_newer_files(folder, path, run)
         _write_run_info(folder, "resume", run, threads)
         _run_training(
             folder, model, trainer, run, text, json_summary, threads, resumed_from=path
@@ -1041,26 +1043,26 @@ def _checkpoint_step(path: Path) -> int | None:
     return step if type(step) is int else None
 
 
-def _check_newer_checkpoints(
+def _has_newer_checkpoint(
     folder: Path, path: Path, run: RunState, discard: bool
-) -> None:
-    """Reject resuming from a checkpoint older than the run folder's latest.ckpt.
+) -> bool:
+    """Return whether the run folder's latest.ckpt is later than checkpoint `path`.
 
     Resuming replaces latest.ckpt and metrics.jsonl with the state of `path`,
     so the later steps would be lost while best.ckpt and later epoch
-    checkpoints kept them. With `discard`, those later files are deleted too,
-    so every file in the folder belongs to one history.
+    checkpoints kept them. Unless `discard` allows deleting those later files
+    (with _discard_newer_files), a later latest.ckpt raises UserError.
     """
     latest = folder / paths.LATEST
     if not latest.is_file() or latest.samefile(path):
-        return
+        return False
     step = run.progress.step
     latest_step = _checkpoint_step(latest)
     if latest_step is None:
         print_warning(f"{latest} is unreadable; resuming replaces it")
-        return
+        return False
     if latest_step <= step:
-        return
+        return False
     if not discard:
         raise UserError(
             f"checkpoint {path} is at step {step}, but the run's {latest} is at "
@@ -1069,7 +1071,7 @@ def _check_newer_checkpoints(
             hint=f"resume from {latest}, or pass --discard-newer to delete the "
             f"checkpoints and metrics after step {step}",
         )
-    _discard_newer_files(folder, path, run)
+    return True
 
 
 def _discard_newer_files(folder: Path, path: Path, run: RunState) -> None:
