@@ -314,9 +314,24 @@ def app_options(
     setup_logging(verbose)
 
 
+def _usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _set_threads(threads: int) -> None:
     from .model import set_num_threads
 
+    cores = _usable_cores()
+    if threads > cores:
+        logger.warning(
+            "--threads %d is more than the %d cores this process can use; the extra "
+            "threads wait for each other and make every step slower (results are the "
+            "same). Use --threads 0 for every core.",
+            threads,
+            cores,
+        )
     set_num_threads(threads)
     from . import _native
 

@@ -748,6 +748,18 @@ def test_module_generate_probes_threads(run_module, corpus, tiny):
     assert "thread probe:" in generated.stderr
 
 
+def test_module_warns_of_more_threads_than_cores(run_module, corpus, tiny):
+    trained = run_module("train", "--corpus", corpus, *tiny, "--max-steps", "2")
+    assert trained.returncode == 0, trained.stderr
+    cores = len(os.sched_getaffinity(0))
+    many = run_module("generate", "--threads", cores + 1, "--length", "5", "--seed", "K")
+    assert many.returncode == 0, many.stderr
+    assert f"--threads {cores + 1} is more than the {cores} cores" in many.stderr
+    fitting = run_module("generate", "--threads", cores, "--length", "5", "--seed", "K")
+    assert fitting.returncode == 0, fitting.stderr
+    assert "more than the" not in fitting.stderr
+
+
 def test_module_generate_interrupt_during_seed(run_module, corpus, tmp_path):
     # a model large enough that feeding the seed in one call takes seconds
     size = ["--hidden-size", "512", "--layers", "1", "--batch-size", "1"]
