@@ -66,8 +66,8 @@ static void cell_forward_row(int H, float *restrict gi, float *restrict gf, floa
     }
 }
 
-/* cell_forward_row with a row x (4H) of input-to-gates terms added to the
- * pre-activations before the bias. */
+/* Steps one row like cell_forward_row, after adding a row x (4H) of
+ * input-to-gate terms to the pre-activations. */
 CLONE_FOR_ISA
 static void cell_forward_row_input(int H, float *restrict gi, float *restrict gf,
                                    float *restrict go, float *restrict gg,

@@ -679,8 +679,8 @@ static void run_product(gemm_problem *p, int M, int N, int K)
     int col_units = (N + CHARLSTM_PACK_NR - 1) / CHARLSTM_PACK_NR;
     int threads = charlstm_get_num_threads();
 #ifdef _OPENMP
-    // a product called inside a parallel region runs on the calling thread, which already
-    // has its share of the work
+    // A product called inside a parallel region runs on the calling thread, which already
+    // has its share of the work.
     if (omp_in_parallel()) {
         threads = 1;
     }

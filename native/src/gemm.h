@@ -16,8 +16,8 @@
 // element of C is summed in the same order whatever the block split, so results are
 // bit-identical from run to run and between thread counts, for a fixed kernel path. Different
 // paths round differently. The order does not depend on M either, except that a single row
-// (M == 1) takes the vector-matrix kernels, which sum in another order: splitting the rows of
-// A over several calls of at least 2 rows each gives the same bits. A call made inside an
+// (M == 1) takes the vector-matrix kernels, which sum in another order. So splitting the rows
+// of A over several calls of at least 2 rows each gives the same bits. A call made inside an
 // OpenMP parallel region runs on the calling thread alone, so the threads of a region may each
 // run their own products at once. Calls must not run concurrently with
 // charlstm_set_num_threads or charlstm_kernels_force, because the thread count and kernel

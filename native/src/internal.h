@@ -62,15 +62,15 @@ void model_weights_view(const charlstm_model *model, float *block, lstm_weights 
 // ----------------------------------------------------------------------------
 // LSTM cell kernels (cell.c)
 
-/* The cell kernels run on the calling thread; callers split the rows. */
+/* The cell kernels run on the calling thread, so callers split the rows. */
 
 /* Adds the bias (4H) to the pre-activations (B, 4H), turns them into
  * activated gates in place and steps the cell: c_next = f*c_prev + i*g,
  * h_next = o*tanh(c_next). c_prev and c_next must not overlap. */
 void lstm_cell_forward(int B, int H, float *gates, const float *bias, const float *c_prev,
                        float *c_next, float *h_next, float *tanh_c);
-/* Steps the cell like lstm_cell_forward after adding row tokens[b] of w_in
- * (V, 4H) to row b of the pre-activations, which is the one-hot layer's input
+/* Steps the cell like lstm_cell_forward, after adding row tokens[b] of w_in
+ * (V, 4H) to row b of the pre-activations. This is the one-hot layer's input
  * product done as a row gather. With w_in NULL it is lstm_cell_forward. */
 void lstm_cell_forward_input(int B, int H, float *gates, const float *w_in,
                              const int32_t *tokens, const float *bias, const float *c_prev,

@@ -111,7 +111,7 @@ static void free_case(gemm_case *t)
     free(t->C0);
 }
 
-// Packs B for the pre-packed products; returns NULL for the others.
+// Returns B packed for the pre-packed products, or NULL for the others.
 static float *pack_case(const gemm_case *t)
 {
     if (t->product != NN_PACKED && t->product != NT_PACKED) {
