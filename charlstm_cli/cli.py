@@ -35,7 +35,7 @@ from .data import (
     read_corpus,
     unknown_characters,
 )
-from .errors import UserError, file_write_hint
+from .errors import UserError, file_write_error
 from .output import (
     StdoutError,
     TrainDisplay,
@@ -622,16 +622,8 @@ def _write_run_info(folder: Path, command: str, run: RunState, threads: int) -> 
         }
     info["training"] = asdict(run.training)
     info.setdefault("sessions", []).append(entry)
-    temp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        temp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        os.replace(temp, target)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise UserError(
-            f"cannot write {target}: {exc.strerror or exc}",
-            hint=file_write_hint(folder, exc),
-        ) from None
+    text = json.dumps(info, indent=2) + "\n"
+    paths.replace_file(target, lambda temp: temp.write_text(text, encoding="utf-8"))
 
 
 # ----------------------------------------------------------------------------
@@ -1095,7 +1087,7 @@ def _discard_newer_files(folder: Path, path: Path, run: RunState) -> None:
 
     progress = run.progress
     # latest.ckpt first, so a failure below still leaves a resumable folder
-    _copy_atomically(path, folder / paths.LATEST)
+    paths.replace_file(folder / paths.LATEST, lambda temp: shutil.copyfile(path, temp))
     print_line(f"Replaced {folder / paths.LATEST} with {path}", style="yellow")
     for entry in sorted(folder.iterdir()):
         match = EPOCH_CHECKPOINT_PATTERN.match(entry.name)
@@ -1110,23 +1102,10 @@ def _discard_newer_files(folder: Path, path: Path, run: RunState) -> None:
     if run.best_epoch is not None:
         source = epoch_checkpoint_path(folder, run.best_epoch)
     if source is not None and source.is_file():
-        _copy_atomically(source, best)
+        paths.replace_file(best, lambda temp: shutil.copyfile(source, temp))
         print_line(f"Replaced {best} with {source}", style="yellow")
     else:
         _remove_file(best)
-
-
-def _copy_atomically(source: Path, target: Path) -> None:
-    temp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        shutil.copyfile(source, temp)
-        os.replace(temp, target)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise UserError(
-            f"cannot copy {source} to {target}: {exc.strerror or exc}",
-            hint=file_write_hint(target.parent, exc),
-        ) from None
 
 
 def _remove_file(target: Path) -> None:
@@ -1135,10 +1114,7 @@ def _remove_file(target: Path) -> None:
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise UserError(
-            f"cannot delete {target}: {exc.strerror or exc}",
-            hint=file_write_hint(target.parent, exc),
-        ) from None
+        raise file_write_error(target, exc, "delete") from None
     print_line(f"Deleted {target}", style="yellow")
 
 

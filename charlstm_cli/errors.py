@@ -20,6 +20,14 @@ class UserError(Exception):
         self.exit_code = exit_code
 
 
+def file_write_error(target: Path, exc: OSError, action: str = "write") -> UserError:
+    """Return the UserError for a failed `action` (write, delete) on file `target`."""
+    return UserError(
+        f"cannot {action} {target}: {exc.strerror or exc}",
+        hint=file_write_hint(target.parent, exc),
+    )
+
+
 def file_write_hint(folder: Path, exc: OSError) -> str:
     """Return the hint for a failed write of a file in `folder`, chosen by errno."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,7 +22,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-from .errors import UserError
+from .errors import UserError, file_write_error
 
 HOME_ENV = "CHARLSTM_HOME"
 LATEST = "latest.ckpt"
@@ -195,3 +195,19 @@ def locked_run_folder(folder: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def replace_file(target: Path, write: Callable[[Path], object]) -> None:
+    """Replace `target` by a file that `write` fills at the temporary path it gets.
+
+    The temporary file is renamed over `target` only once it is complete, so a
+    failed write raises UserError, removes the temporary file and leaves
+    `target` as it was.
+    """
+    temp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        write(temp)
+        os.replace(temp, target)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise file_write_error(target, exc) from None

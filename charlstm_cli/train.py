@@ -21,7 +21,7 @@ from typing import Any
 from . import _native, paths, state
 from . import checkpoint as ckpt
 from .data import StreamBatcher, decode, encode, split_validation
-from .errors import UserError, file_write_hint
+from .errors import file_write_error
 from .model import Model, Sampler, Trainer, get_num_threads
 from .state import RunState
 from .threads import ThreadTuner
@@ -81,13 +81,6 @@ class Outcome:
     @property
     def chars_per_sec(self) -> float:
         return self.chars_run / self.seconds if self.seconds > 0 else 0.0
-
-
-def _metrics_error(target: Path, exc: OSError) -> UserError:
-    return UserError(
-        f"cannot write {target}: {exc.strerror or exc}",
-        hint=file_write_hint(target.parent, exc),
-    )
 
 
 def build_trainer(model: Model, settings: state.TrainSettings) -> Trainer:
@@ -224,16 +217,10 @@ class Training:
 
     def rewrite_metrics(self) -> None:
         """Replace metrics.jsonl with the history the checkpoint carries."""
-        target = self.run_dir / paths.METRICS
-        temp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        try:
-            with open(temp, "w", encoding="utf-8") as out:
-                for record in self.run.history:
-                    out.write(json.dumps(record) + "\n")
-            os.replace(temp, target)
-        except OSError as exc:
-            temp.unlink(missing_ok=True)
-            raise _metrics_error(target, exc) from None
+        text = "".join(json.dumps(record) + "\n" for record in self.run.history)
+        paths.replace_file(
+            self.run_dir / paths.METRICS, lambda temp: temp.write_text(text, encoding="utf-8")
+        )
 
     def append_record(self, record: dict[str, Any]) -> None:
         """Append one line to metrics.jsonl.
@@ -245,7 +232,7 @@ class Training:
         try:
             fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise _metrics_error(target, exc) from None
+            raise file_write_error(target, exc) from None
         try:
             size = os.fstat(fd).st_size
             try:
@@ -253,7 +240,7 @@ class Training:
             except OSError as exc:
                 # a full disk can take part of the line, so cut it off again
                 os.ftruncate(fd, size)
-                raise _metrics_error(target, exc) from None
+                raise file_write_error(target, exc) from None
         finally:
             os.close(fd)
         self.run.history.append(record)
