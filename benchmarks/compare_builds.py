@@ -30,7 +30,7 @@ from pathlib import Path
 from bench import CLIP_NORM, CONFIGS, TINY_CONFIGS, VOCAB, Config
 
 ADAM, SGD = 1, 0
-ROUNDS_SKIPPED = 2  # the first rounds warm caches and grow buffers
+ROUNDS_SKIPPED = 2  # untimed first rounds, which warm the caches and grow buffers
 
 
 @dataclass
@@ -50,7 +50,10 @@ def open_build(path: str, cfg: Config, threads: int) -> Build:
     lib.charlstm_sizeof.restype = ctypes.c_size_t
     for name, struct in (("model_config", ModelConfig), ("train_config", TrainConfig)):
         if lib.charlstm_sizeof(name.encode()) != ctypes.sizeof(struct):
-            raise SystemExit(f"{path}: its {name} differs from this checkout's; rebuild it")
+            raise SystemExit(
+                f"{path}: its {name} struct differs from this checkout's, so it was "
+                "built from another version: rebuild it from this checkout"
+            )
     lib.charlstm_set_num_threads(threads)
     model_cfg = ModelConfig()
     lib.charlstm_model_config_default(ctypes.byref(model_cfg))
@@ -141,8 +144,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # charlstm_cli._native, which has the config structs, loads a library when imported:
-    # let it load the first build rather than look for an installed one
+    # charlstm_cli._native, which defines the config structs, loads a library when
+    # imported, so point it at the first build instead of an installed one.
     os.environ.setdefault("CHARLSTM_LIB", os.path.abspath(args.libraries[0]))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     cfg = (TINY_CONFIGS if args.tiny else CONFIGS)[args.config]

@@ -56,13 +56,18 @@ def test_bench_rejects_unknown_config():
 COMPARE = BENCH.parent / "compare_builds.py"
 
 
-def test_compare_builds_tiny_reports_each_library():
+def run_compare(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(COMPARE), *args]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_compare_builds_reports_each_library():
     from charlstm_cli._native import lib
 
-    done = subprocess.run(
-        [sys.executable, str(COMPARE), "--tiny", "--rounds", "2", "--threads", "1",
-         "--config", "b", lib._name, lib._name],
-        capture_output=True, text=True, timeout=300, check=False,
+    done = run_compare(
+        "--tiny", "--rounds", "2", "--threads", "1", "--config", "b", lib._name, lib._name
     )
     assert done.returncode == 0, done.stderr
     rows = [ln for ln in done.stdout.splitlines() if ln.endswith(tuple("0123456789"))]
@@ -71,9 +76,6 @@ def test_compare_builds_tiny_reports_each_library():
 
 
 def test_compare_builds_rejects_missing_library(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(COMPARE), str(tmp_path / "missing.so")],
-        capture_output=True, text=True, timeout=60, check=False,
-    )
+    done = run_compare(str(tmp_path / "missing.so"))
     assert done.returncode == 2
     assert "no library file" in done.stderr

@@ -748,7 +748,7 @@ def test_module_generate_probes_threads(run_module, corpus, tiny):
     assert "thread probe:" in generated.stderr
 
 
-def test_module_warns_of_more_threads_than_cores(run_module, corpus, tiny):
+def test_module_warns_threads_above_cores(run_module, corpus, tiny):
     trained = run_module("train", "--corpus", corpus, *tiny, "--max-steps", "2")
     assert trained.returncode == 0, trained.stderr
     cores = len(os.sched_getaffinity(0))
@@ -870,7 +870,7 @@ def test_module_train_file_too_large(
     assert not run.exists()
 
 
-def test_module_resume_metrics_file_too_large(run_module, corpus, tiny):
+def test_module_resume_metrics_too_large(run_module, corpus, tiny):
     args = ["--corpus", corpus, *tiny, "--log-every", "1", "--epochs", "1"]
     trained = run_module("train", *args)
     assert trained.returncode == 0, trained.stderr
