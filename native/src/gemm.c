@@ -322,8 +322,10 @@ static void pack_rows(int depth, int n, const float *src, int ld, int width, flo
 
 // Packs rows 0:n of src (row stride ld), each `depth` floats long, as the columns of panels
 // of `width` columns, each `depth` rows of `width` floats, zero-padded on the right. This is
-// the layout of A_op when A is not transposed and of B_op when B is.
-static void pack_columns(int depth, int n, const float *src, int ld, int width, float *dst)
+// the layout of A_op when A is not transposed and of B_op when B is. Paths with a faster way
+// to build the same layout supply their own (charlstm_gemm_path.pack_columns).
+static void pack_columns_portable(int depth, int n, const float *src, int ld, int width,
+                                  float *dst)
 {
     for (int j0 = 0; j0 < n; j0 += width) {
         int cols = n - j0 < width ? n - j0 : width;
@@ -343,21 +345,33 @@ static void pack_columns(int depth, int n, const float *src, int ld, int width, 
     }
 }
 
+static void pack_columns(const charlstm_gemm_path *path, int depth, int n, const float *src,
+                         int ld, int width, float *dst)
+{
+    if (path->pack_columns != NULL) {
+        path->pack_columns(depth, n, src, ld, width, dst);
+    } else {
+        pack_columns_portable(depth, n, src, ld, width, dst);
+    }
+}
+
 // Packs A_op(0:m, 0:kc) into panels of mr rows, each kc groups of mr floats, zero-padded.
-static void pack_a(int trans_a, int m, int kc, const float *A, int lda, int mr, float *dst)
+static void pack_a(const charlstm_gemm_path *path, int trans_a, int m, int kc, const float *A,
+                   int lda, float *dst)
 {
     if (trans_a) {
-        pack_rows(kc, m, A, lda, mr, dst);
+        pack_rows(kc, m, A, lda, path->mr, dst);
     } else {
-        pack_columns(kc, m, A, lda, mr, dst);
+        pack_columns(path, kc, m, A, lda, path->mr, dst);
     }
 }
 
 // Packs B_op(0:kc, 0:n) into panels of nr columns, each kc rows of nr floats, zero-padded.
-static void pack_b(int trans_b, int kc, int n, const float *B, int ldb, int nr, float *dst)
+static void pack_b(const charlstm_gemm_path *path, int trans_b, int kc, int n, const float *B,
+                   int ldb, int nr, float *dst)
 {
     if (trans_b) {
-        pack_columns(kc, n, B, ldb, nr, dst);
+        pack_columns(path, kc, n, B, ldb, nr, dst);
     } else {
         pack_rows(kc, n, B, ldb, nr, dst);
     }
@@ -375,7 +389,8 @@ size_t charlstm_gemm_pack_b_size(int K, int N)
 void charlstm_gemm_pack_b(int K, int N, const float *B, int ldb, float *packed)
 {
     if (K > 0 && N > 0) {
-        pack_b(0, K, N, B, ldb, CHARLSTM_PACK_NR, packed);
+        charlstm_kernels_init();
+        pack_b(current_path, 0, K, N, B, ldb, CHARLSTM_PACK_NR, packed);
     }
 }
 
@@ -387,7 +402,8 @@ size_t charlstm_gemm_pack_bt_size(int K, int N)
 void charlstm_gemm_pack_bt(int K, int N, const float *B, int ldb, float *packed)
 {
     if (K > 0 && N > 0) {
-        pack_b(1, K, N, B, ldb, CHARLSTM_PACK_NR, packed);
+        charlstm_kernels_init();
+        pack_b(current_path, 1, K, N, B, ldb, CHARLSTM_PACK_NR, packed);
     }
 }
 
@@ -568,14 +584,14 @@ static void gemm_blocked(const charlstm_gemm_path *path, const gemm_problem *p, 
                 bb.row_stride = p->ldb;
                 bb.edge_column = nc / path->nr * path->nr;
                 if (bb.edge_column < nc) {
-                    pack_b(0, kc, nc - bb.edge_column, bb.base + bb.edge_column, p->ldb,
+                    pack_b(path, 0, kc, nc - bb.edge_column, bb.base + bb.edge_column, p->ldb,
                            path->nr, b_packed);
                     bb.edge = b_packed;
                 }
             } else {
                 const float *B = p->trans_b ? p->B + (size_t)jc * p->ldb + pc
                                             : p->B + (size_t)pc * p->ldb + jc;
-                pack_b(p->trans_b, kc, nc, B, p->ldb, path->nr, b_packed);
+                pack_b(path, p->trans_b, kc, nc, B, p->ldb, path->nr, b_packed);
                 bb.base = b_packed;
                 bb.panel_width = path->nr;
                 bb.panel_stride = (size_t)path->nr * kc;
@@ -588,7 +604,7 @@ static void gemm_blocked(const charlstm_gemm_path *path, const gemm_problem *p, 
                                             : p->A + (size_t)ic * p->lda + pc;
                 a_block ab = {.base = A, .in_place = a_in_place};
                 if (!a_in_place) {
-                    pack_a(p->trans_a, mc, kc, A, p->lda, path->mr, a_packed);
+                    pack_a(path, p->trans_a, mc, kc, A, p->lda, a_packed);
                     ab.base = a_packed;
                     ab.tile_offset = (size_t)kc;
                     ab.row_stride = 1;

@@ -108,6 +108,11 @@ typedef void (*charlstm_gemv_t_kernel)(int N, int K, const float *x, const float
 typedef void (*charlstm_gemv_packed_kernel)(int N, int K, const float *x, const float *packed,
                                             float *y, int accumulate);
 
+// Packs rows 0:n of src, each `depth` floats, as the columns of panels of `width` columns
+// (see pack_columns in gemm.c, whose layout it must reproduce exactly).
+typedef void (*charlstm_pack_kernel)(int depth, int n, const float *src, int ld, int width,
+                                     float *dst);
+
 typedef struct {
     const char *name;
     int mr, nr;     // micro-kernel tile; 32 must be a multiple of nr
@@ -116,6 +121,7 @@ typedef struct {
     charlstm_gemv_n_kernel gemv_n;
     charlstm_gemv_t_kernel gemv_t;
     charlstm_gemv_packed_kernel gemv_packed;
+    charlstm_pack_kernel pack_columns; // NULL: the portable loop in gemm.c
 } charlstm_gemm_path;
 
 // Columns per panel of the pre-packed layout.

@@ -1,7 +1,7 @@
 // Checks every matrix-product kernel path against a double-precision triple loop.
 //
 // Forces each path this CPU supports in turn. Covers the products nn, nt, tn and nn/nt with a
-// pre-packed B, 1 and 2 threads, overwrite and accumulate, and row strides with and without
+// pre-packed B (and the packed layout itself), 1 and 2 threads, overwrite and accumulate, and row strides with and without
 // padding. Compares C element by element and checks that the padding between rows of C is
 // untouched. Also checks that repeated runs and both thread counts give bit-identical results.
 // Prints each failure and exits non-zero if any check fails.
@@ -306,8 +306,52 @@ static void check_row_split(const char *path, int M, int N, int K, int parts)
     }
 }
 
+// Checks the packed layout itself, padding included, against the documented one: panel j/32
+// holds row k of column j at k * 32 + j % 32, and columns past N are zero.
+static void check_pack_layout(const char *path, int transposed, int K, int N)
+{
+    int ld = (transposed ? K : N) + 3;
+    float *B = alloc_floats((size_t)(transposed ? N : K) * ld);
+    fill_uniform(B, (size_t)(transposed ? N : K) * ld);
+    size_t floats = charlstm_gemm_pack_b_size(K, N) / sizeof(float);
+    float *packed = alloc_floats(floats);
+    memset(packed, 0xFF, floats * sizeof(float)); // NaN everywhere until written
+    if (transposed) {
+        charlstm_gemm_pack_bt(K, N, B, ld, packed);
+    } else {
+        charlstm_gemm_pack_b(K, N, B, ld, packed);
+    }
+    int wrong = 0;
+    int panels = (N + CHARLSTM_PACK_NR - 1) / CHARLSTM_PACK_NR;
+    for (int j = 0; j < panels * CHARLSTM_PACK_NR && !wrong; j++) {
+        for (int k = 0; k < K; k++) {
+            float expected = 0.0f;
+            if (j < N) {
+                expected = transposed ? B[(size_t)j * ld + k] : B[(size_t)k * ld + j];
+            }
+            size_t at = (size_t)(j / CHARLSTM_PACK_NR) * CHARLSTM_PACK_NR * K +
+                        (size_t)k * CHARLSTM_PACK_NR + j % CHARLSTM_PACK_NR;
+            if (memcmp(&packed[at], &expected, sizeof(float)) != 0) {
+                printf("FAIL path=%s pack_%s K=%d N=%d: column %d row %d is %g, expected %g\n",
+                       path, transposed ? "bt" : "b", K, N, j, k, packed[at], expected);
+                wrong = 1;
+                break;
+            }
+        }
+    }
+    checks++;
+    failures += wrong;
+    free(B);
+    free(packed);
+}
+
 static void check_path(const char *path)
 {
+    static const int pack_shapes[][2] = {{1, 1}, {15, 33}, {16, 32}, {17, 100}, {300, 65}};
+    for (size_t s = 0; s < sizeof pack_shapes / sizeof pack_shapes[0]; s++) {
+        check_pack_layout(path, 0, pack_shapes[s][0], pack_shapes[s][1]);
+        check_pack_layout(path, 1, pack_shapes[s][0], pack_shapes[s][1]);
+    }
     static const int edge_shapes[][3] = {
         {1, 1, 1},      {1, 1024, 256}, {1, 65, 512},   {1, 4001, 600}, {1, 97, 1},
         {70, 1, 70},    {37, 53, 1},    {2, 2048, 300}, {32, 1024, 256}, {64, 100, 256},
