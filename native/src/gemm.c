@@ -323,7 +323,7 @@ static void pack_rows(int depth, int n, const float *src, int ld, int width, flo
 // Packs rows 0:n of src (row stride ld), each `depth` floats long, as the columns of panels
 // of `width` columns, each `depth` rows of `width` floats, zero-padded on the right. This is
 // the layout of A_op when A is not transposed and of B_op when B is. Paths with a faster way
-// to build the same layout supply their own (charlstm_gemm_path.pack_columns).
+// to build the same layout supply a pack_group kernel, which pack_columns calls instead.
 static void pack_columns_portable(int depth, int n, const float *src, int ld, int width,
                                   float *dst)
 {
@@ -348,10 +348,25 @@ static void pack_columns_portable(int depth, int n, const float *src, int ld, in
 static void pack_columns(const charlstm_gemm_path *path, int depth, int n, const float *src,
                          int ld, int width, float *dst)
 {
-    if (path->pack_columns != NULL) {
-        path->pack_columns(depth, n, src, ld, width, dst);
-    } else {
+    if (path->pack_group == NULL) {
         pack_columns_portable(depth, n, src, ld, width, dst);
+        return;
+    }
+    int group = path->pack_group_rows;
+    for (int j0 = 0; j0 < n; j0 += width) {
+        float *panel = dst + (size_t)j0 * depth;
+        for (int g = 0; g < width; g += group) {
+            int lanes = width - g < group ? width - g : group;
+            int rows = n - j0 - g;
+            if (rows > lanes) {
+                rows = lanes;
+            }
+            if (rows < 0) {
+                rows = 0;
+            }
+            path->pack_group(depth, rows, lanes, src + (size_t)(j0 + g) * ld, ld, width,
+                             panel + g);
+        }
     }
 }
 

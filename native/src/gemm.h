@@ -108,10 +108,11 @@ typedef void (*charlstm_gemv_t_kernel)(int N, int K, const float *x, const float
 typedef void (*charlstm_gemv_packed_kernel)(int N, int K, const float *x, const float *packed,
                                             float *y, int accumulate);
 
-// Packs rows 0:n of src, each `depth` floats, as the columns of panels of `width` columns
-// (see pack_columns in gemm.c, whose layout it must reproduce exactly).
-typedef void (*charlstm_pack_kernel)(int depth, int n, const float *src, int ld, int width,
-                                     float *dst);
+// Packs `rows` rows of src (row stride ld), each `depth` floats, as columns 0:lanes of one
+// panel at dst, whose rows are `width` floats apart. Columns from `rows` on are zeros. Both
+// rows and lanes are at most the path's pack_group_rows.
+typedef void (*charlstm_pack_group_kernel)(int depth, int rows, int lanes, const float *src,
+                                           int ld, int width, float *dst);
 
 typedef struct {
     const char *name;
@@ -121,7 +122,9 @@ typedef struct {
     charlstm_gemv_n_kernel gemv_n;
     charlstm_gemv_t_kernel gemv_t;
     charlstm_gemv_packed_kernel gemv_packed;
-    charlstm_pack_kernel pack_columns; // NULL: the portable loop in gemm.c
+    // packing by transposition of pack_group_rows rows at a time; NULL: one float at a time
+    charlstm_pack_group_kernel pack_group;
+    int pack_group_rows;
 } charlstm_gemm_path;
 
 // Columns per panel of the pre-packed layout.

@@ -112,6 +112,56 @@ AVX2_FUNCTION static void micro_avx2(int m, int n, int kc, const float *a, int a
 }
 
 // ----------------------------------------------------------------------------
+// packing by transposition
+
+// Transposes the 8 x 8 block held in r: afterwards r[j] holds what was lane j of every row.
+AVX2_INLINE void transpose_8x8(__m256 r[8])
+{
+    __m256 t[8];
+    // interleave pairs of rows: lanes (r0[0], r1[0], r0[1], r1[1]) in each 128-bit half
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    // groups of four rows: each half is now one column of four rows
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    // join the halves of rows 0-3 and rows 4-7
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+        t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = t[i];
+    }
+}
+
+// The pack_group kernel (see gemm.h), for up to 8 rows: 8 x 8 blocks are transposed in
+// registers instead of moving one float at a time.
+AVX2_FUNCTION static void pack_group_avx2(int depth, int rows, int lanes, const float *src,
+                                          int ld, int width, float *dst)
+{
+    __m256i store_mask = first_lanes(lanes);
+    for (int k0 = 0; k0 < depth; k0 += 8) {
+        __m256i load_mask = first_lanes(depth - k0);
+        __m256 r[8];
+        for (int j = 0; j < 8; j++) {
+            r[j] = j < rows ? _mm256_maskload_ps(src + (size_t)j * ld + k0, load_mask)
+                            : _mm256_setzero_ps();
+        }
+        transpose_8x8(r);
+        int ks = depth - k0 < 8 ? depth - k0 : 8;
+        for (int k = 0; k < ks; k++) {
+            _mm256_maskstore_ps(dst + (size_t)(k0 + k) * width, store_mask, r[k]);
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
 // vector-matrix products (M = 1)
 
 // y for one chunk of up to 64 columns over all K; lanes past n are masked off.
@@ -257,6 +307,8 @@ const charlstm_gemm_path charlstm_gemm_path_avx2 = {
     .gemv_n = gemv_n_avx2,
     .gemv_t = gemv_t_avx2,
     .gemv_packed = gemv_packed_avx2,
+    .pack_group = pack_group_avx2,
+    .pack_group_rows = 8,
 };
 
 #endif // CHARLSTM_GEMM_X86

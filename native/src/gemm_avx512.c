@@ -142,7 +142,7 @@ AVX512_INLINE void transpose_16x16(__m512 r[16])
         t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
         t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
     }
-    // groups of four rows: each 128-bit part now holds one column of four rows
+    // groups of four rows: each 128-bit part is now one column of four rows
     for (int i = 0; i < 16; i += 4) {
         r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
         r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
@@ -162,10 +162,10 @@ AVX512_INLINE void transpose_16x16(__m512 r[16])
     }
 }
 
-// Packs `rows` (at most 16) rows of src, each `depth` floats, as `lanes` columns of the panel
-// at dst (row stride width). Columns from `rows` to `lanes` are written as zeros.
-AVX512_INLINE void pack_row_group(int depth, int rows, int lanes, const float *src, int ld,
-                                  int width, float *dst)
+// The pack_group kernel (see gemm.h), for up to 16 rows: 16 x 16 blocks are transposed in
+// registers instead of moving one float at a time.
+AVX512_FUNCTION static void pack_group_avx512(int depth, int rows, int lanes, const float *src,
+                                              int ld, int width, float *dst)
 {
     __mmask16 store_mask = first_lanes(lanes);
     for (int k0 = 0; k0 < depth; k0 += 16) {
@@ -179,23 +179,6 @@ AVX512_INLINE void pack_row_group(int depth, int rows, int lanes, const float *s
         int ks = depth - k0 < 16 ? depth - k0 : 16;
         for (int k = 0; k < ks; k++) {
             _mm512_mask_storeu_ps(dst + (size_t)(k0 + k) * width, store_mask, r[k]);
-        }
-    }
-}
-
-// The layout of gemm.c's pack_columns, built from 16 x 16 transpositions instead of one float
-// at a time. Width is 12, 16 or 32 on this path.
-AVX512_FUNCTION static void pack_columns_avx512(int depth, int n, const float *src, int ld,
-                                                int width, float *dst)
-{
-    for (int j0 = 0; j0 < n; j0 += width) {
-        float *panel = dst + (size_t)j0 * depth;
-        for (int g = 0; g < width; g += 16) {
-            int lanes = width - g < 16 ? width - g : 16;
-            int rows = n - j0 - g;
-            rows = rows < 0 ? 0 : rows < lanes ? rows : lanes;
-            pack_row_group(depth, rows, lanes, src + (size_t)(j0 + g) * ld, ld, width,
-                           panel + g);
         }
     }
 }
@@ -336,7 +319,8 @@ const charlstm_gemm_path charlstm_gemm_path_avx512 = {
     .gemv_n = gemv_n_avx512,
     .gemv_t = gemv_t_avx512,
     .gemv_packed = gemv_packed_avx512,
-    .pack_columns = pack_columns_avx512,
+    .pack_group = pack_group_avx512,
+    .pack_group_rows = 16,
 };
 
 #endif // CHARLSTM_GEMM_X86
