@@ -85,6 +85,9 @@ MAX_TOP_K = 2**31 - 1  # an int32 in C; any value >= the vocabulary size disable
 # The largest finite float32. Float options go to the C engine as float32, and
 # larger values become infinity there.
 FLOAT32_MAX = 3.4028234663852886e38
+# The smallest normal float32. A nonzero value below it loses its precision in
+# float32, and one below about 1.4e-45 becomes 0.
+FLOAT32_MIN_NORMAL = 1.1754943508222875e-38
 
 
 # Metavar for flags: Typer's help shows <bool> beside a flag unless the
@@ -200,7 +203,7 @@ def _in_range(
     """Return an option parser that reads a float and rejects out-of-range values.
 
     NaN, infinities and values beyond float32, the engine's number type, are
-    rejected too. Messages quote the value as typed, because 1e39 would
+    rejected too, and so are nonzero values too small for a normal float32. Messages quote the value as typed, because 1e39 would
     otherwise print as 1e+39.
     """
     bounds = []
@@ -224,6 +227,11 @@ def _in_range(
         if abs(value) > FLOAT32_MAX:
             raise typer.BadParameter(
                 f"must be at most {FLOAT32_MAX:.8g} (the largest float32), not {text}"
+            )
+        if 0 < abs(value) < FLOAT32_MIN_NORMAL:
+            raise typer.BadParameter(
+                f"must be 0 or at least {FLOAT32_MIN_NORMAL:.8g} "
+                f"(the smallest normal float32), not {text}"
             )
         return value
 

@@ -644,15 +644,22 @@ def test_train_lr_message(invoke, corpus, value):
         ["resume", "--lr"],
     ],
 )
-def test_float_above_float32_rejected(trained, invoke, corpus, tiny, command):
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("1e39", "(the largest float32), not 1e39"),
+        ("1e-50", "(the smallest normal float32), not 1e-50"),
+    ],
+)
+def test_float_outside_float32_rejected(trained, invoke, corpus, tiny, command, value, reason):
     _, run = trained
     before = {path.name: path.read_bytes() for path in run.iterdir()}
     args = ["--corpus", corpus, *tiny] if command[0] == "train" else []
-    result = invoke(*command, "1e39", *args)
+    result = invoke(*command, value, *args)
     assert result.exit_code == 2, result.output
     # Typer wraps the usage error in a box, so join its lines again
     message = " ".join(result.stderr.replace("\u2502", " ").split())
-    assert "(the largest float32), not 1e39" in message
+    assert reason in message
     assert result.stdout == ""
     assert [path.name for path in run.parent.iterdir()] == [run.name]
     assert {path.name: path.read_bytes() for path in run.iterdir()} == before
