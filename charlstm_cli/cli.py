@@ -230,8 +230,8 @@ def _in_range(
             )
         if 0 < abs(value) < FLOAT32_MIN_NORMAL:
             raise typer.BadParameter(
-                f"must be 0 or at least {FLOAT32_MIN_NORMAL:.8g} "
-                f"(the smallest normal float32), not {text}"
+                f"{text} is too small: the engine computes in float32, whose "
+                f"smallest normal value is {FLOAT32_MIN_NORMAL:.8g}"
             )
         return value
 

@@ -648,7 +648,7 @@ def test_train_lr_message(invoke, corpus, value):
     ("value", "reason"),
     [
         ("1e39", "(the largest float32), not 1e39"),
-        ("1e-50", "(the smallest normal float32), not 1e-50"),
+        ("1e-50", "1e-50 is too small: the engine computes in float32"),
     ],
 )
 def test_float_outside_float32_rejected(trained, invoke, corpus, tiny, command, value, reason):
