@@ -49,6 +49,7 @@ from .output import (
     setup_logging,
     write_stdout,
 )
+from .usage import PlainErrorsGroup
 
 if TYPE_CHECKING:
     from .model import Model, Trainer
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from .train import Outcome, Training
 
 app = typer.Typer(
+    cls=PlainErrorsGroup,
     name="charlstm",
     help="Train character-level LSTM language models on any text and sample from them.",
     no_args_is_help=True,

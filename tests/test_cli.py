@@ -657,8 +657,8 @@ def test_float_outside_float32_rejected(trained, invoke, corpus, tiny, command, 
     args = ["--corpus", corpus, *tiny] if command[0] == "train" else []
     result = invoke(*command, value, *args)
     assert result.exit_code == 2, result.output
-    # Typer wraps the usage error in a box, so join its lines again
-    message = " ".join(result.stderr.replace("\u2502", " ").split())
+    # the console may wrap the line, so join its lines again
+    message = " ".join(result.stderr.split())
     assert reason in message
     assert result.stdout == ""
     assert [path.name for path in run.parent.iterdir()] == [run.name]
@@ -896,3 +896,39 @@ def test_module_resume_metrics_too_large(run_module, corpus, tiny):
     assert (run / "metrics.jsonl").read_bytes() == before["metrics.jsonl"]
     assert (run / "latest.ckpt").read_bytes() == before["latest.ckpt"]
     assert not list(run.glob(".*.tmp-*"))
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "hint"),
+    [
+        (
+            ["train", "--threads", "-1"],
+            "Error: Invalid value for '--threads': Input should be greater than or "
+            "equal to 0, not -1",
+            "Hint: run 'charlstm train --help' to see the options and their ranges",
+        ),
+        (
+            ["generate", "--top-k=-3"],
+            "not -3",
+            "Hint: run 'charlstm generate --help'",
+        ),
+        (
+            ["train", "--no-such-option"],
+            "Error: No such option: --no-such-option",
+            "Hint: run 'charlstm train --help'",
+        ),
+        (
+            ["no-such-command"],
+            "Error: No such command 'no-such-command'",
+            "Hint: run 'charlstm --help' to see the commands",
+        ),
+    ],
+)
+def test_usage_errors_are_error_and_hint_lines(run_module, args, error, hint):
+    result = run_module(*args)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, result.stderr
+    assert error in lines[0]
+    assert lines[1].startswith(hint)
+    assert result.stdout == ""

@@ -1,0 +1,91 @@
+"""Usage errors (a bad option value, an unknown option) as 'Error:' and 'Hint:' lines.
+
+Typer prints a usage error as the usage line, a help pointer and a framed box.
+charlstm reports every other error as one 'Error:' line and one 'Hint:' line,
+so the command group below does the same for usage errors. Click's exception
+classes are found through typer.BadParameter, because Typer releases differ in
+where they import Click from.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from .output import print_error
+
+_CLICK_ERROR = next(
+    cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException"
+)
+_USAGE_ERROR = next(
+    cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError"
+)
+
+
+class PlainErrorsGroup(TyperGroup):
+    """Typer's command group, reporting usage errors as Error and Hint lines."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            result = super().main(
+                argv, prog_name, complete_var, standalone_mode=False, **extra
+            )
+        except _CLICK_ERROR as exc:
+            result = report_click_error(exc, argv)
+        except typer.Abort:
+            print_error("aborted")
+            result = 1
+        # A command that finishes returns None; typer.Exit gives its code.
+        code = result if isinstance(result, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def report_click_error(exc: Exception, argv: list[str]) -> int:
+    """Print a Click error as Error and Hint lines; return its exit code."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        # the message is the help text, already printed when Rich formats help
+        text = exc.format_message()
+        if text:
+            sys.stderr.write(text + "\n")
+        return exc.exit_code
+    message = exc.format_message().rstrip(".")
+    if not isinstance(exc, _USAGE_ERROR):
+        print_error(message)
+        return exc.exit_code
+    typed = _typed_value(getattr(exc, "param", None), argv)
+    if typed is not None and typed not in message:
+        message = f"{message}, not {typed}"
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "charlstm"
+    is_group = hasattr(getattr(ctx, "command", None), "commands")
+    listing = "commands" if is_group else "options and their ranges"
+    print_error(message, f"run '{command} --help' to see the {listing}")
+    return exc.exit_code
+
+
+def _typed_value(param: Any, argv: list[str]) -> str | None:
+    """Return the text given on the command line for option `param`, if found."""
+    names = getattr(param, "opts", None) or []
+    if getattr(param, "param_type_name", "") != "option":
+        return None
+    for i, token in enumerate(argv):
+        if token in names and i + 1 < len(argv):
+            return argv[i + 1]
+        for name in names:
+            if name.startswith("--") and token.startswith(name + "="):
+                return token[len(name) + 1 :]
+    return None
