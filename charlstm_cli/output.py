@@ -248,7 +248,8 @@ def print_summary(run_dir: Path, run: RunState, outcome: Outcome) -> None:
     progress = run.progress
     table = Table(title="Training summary", show_header=False, title_justify="left")
     table.add_column(style="bold")
-    table.add_column()
+    # a long path folds onto more lines instead of ending in an ellipsis
+    table.add_column(overflow="fold")
     table.add_row("run folder", Text(str(run_dir)))
     table.add_row("stopped", _reason_text(outcome))
     table.add_row(

@@ -243,7 +243,7 @@ def render_summary(summary: dict[str, Any]) -> Table:
         title=escape(summary["path"]), show_header=False, title_justify="left"
     )
     table.add_column("field", style="bold")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")
     sections = (
         _file_rows(summary),
         _model_rows(summary["model"]),

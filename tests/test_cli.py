@@ -932,3 +932,16 @@ def test_usage_errors_are_error_and_hint_lines(run_module, args, error, hint):
     assert error in lines[0]
     assert lines[1].startswith(hint)
     assert result.stdout == ""
+
+
+def test_summary_table_shows_long_paths_whole(run_module, tiny, text_maker, tmp_path):
+    run_module.env["COLUMNS"] = "80"
+    home = tmp_path / ("a-long-folder-name-" * 4)
+    args = ["--corpus", "-", *tiny, "--max-steps", "2", "--run-dir", home]
+    result = run_module("train", *args, input=text_maker(3000))
+    assert result.returncode == 0, result.stderr
+    (run,) = (home / "runs").iterdir()
+    assert "…" not in result.stderr
+    # the path folds over several table lines; join them again
+    joined = "".join(ch for ch in result.stderr if not ch.isspace() and ch != "│")
+    assert str(run / "latest.ckpt") in joined
