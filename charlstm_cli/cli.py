@@ -256,6 +256,8 @@ Verbose = Annotated[
         "--verbose",
         "-v",
         count=True,
+        metavar=FLAG,
+        show_default=False,
         help="Log more detail on stderr: -v info, -vv debug.",
     ),
 ]

@@ -75,7 +75,10 @@ def inspect_command(
         ),
     ],
     json_output: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
+        bool,
+        typer.Option(
+            "--json", metavar="", help="Print one JSON object instead of a table."
+        ),
     ] = False,
 ) -> None:
     """Show what a checkpoint contains: model, training state, validation loss, corpus."""
@@ -748,7 +751,10 @@ def save_figure(figure, target: Path) -> None:
 
 def runs_command(
     json_output: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
+        bool,
+        typer.Option(
+            "--json", metavar="", help="Print one JSON object instead of a table."
+        ),
     ] = False,
     run_dir: RunDirOption = None,
 ) -> None:

@@ -52,13 +52,21 @@ def test_help_renders(invoke, command):
 
 @pytest.mark.parametrize(
     "command, flag",
-    [([], "--version"), (["train"], "--json"), (["generate"], "--drop-unknown")],
+    [
+        ([], "--version"),
+        ([], "--verbose"),
+        (["train"], "--json"),
+        (["generate"], "--drop-unknown"),
+        (["inspect"], "--json"),
+        (["runs"], "--json"),
+    ],
 )
 def test_help_hides_flag_metavar(invoke, command, flag):
     result = invoke(*command, "--help")
     assert result.exit_code == 0, result.output
     (line,) = [line for line in result.stdout.splitlines() if f" {flag} " in line]
     assert "<bool>" not in line
+    assert "<int>" not in line
 
 
 def test_version_prints_package_version(invoke):
