@@ -116,6 +116,8 @@ class StopSignals:
     final save short. Once a signal has arrived, leaving `installed()` sets
     both signals to SIG_IGN instead of restoring the old handlers, because the
     process is about to exit and a late Ctrl-C would only kill it mid-output.
+    A signal that was already ignored when training started stays ignored, as
+    a shell arranges for a job it starts in the background.
     """
 
     def __init__(self) -> None:
@@ -130,7 +132,11 @@ class StopSignals:
 
     @contextmanager
     def installed(self):
-        watched = [signal.SIGINT, signal.SIGTERM]
+        watched = [
+            signum
+            for signum in (signal.SIGINT, signal.SIGTERM)
+            if signal.getsignal(signum) is not signal.SIG_IGN
+        ]
         previous = {signum: signal.signal(signum, self._handle) for signum in watched}
         try:
             yield self

@@ -441,6 +441,33 @@ def test_signal_saves_and_resumes(
     assert resumed["progress"]["step"] == stopped_at + 5
 
 
+def test_ignored_sigint_stays_ignored(run_module, corpus, tiny, charlstm_home):
+    # a shell starts a background job with SIGINT ignored, so that Ctrl-C
+    # aimed at the shell's foreground does not reach it
+    run = charlstm_home / "runs" / "background"
+    command = [sys.executable, "-m", "charlstm_cli", "train", "--corpus", str(corpus)]
+    command += [*tiny, "--epochs", "100000", "--name", "background"]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=run_module.env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        wait_for_steps(run / "metrics.jsonl", process)
+        process.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        assert process.poll() is None, "SIGINT stopped a training that ignored it"
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 143
+
+
 def test_resume_during_training_rejected(
     run_module, corpus, tiny, charlstm_home, invoke
 ):
