@@ -364,7 +364,7 @@ def _read_header(path: Path) -> _Header:
             raise CheckpointError(
                 path,
                 f"checkpoint {path} is empty (0 bytes)",
-                "The save that made it was interrupted. " + _RECOVERY_HINT,
+                _RECOVERY_HINT,
             )
         prefix = file.read(_SNIFF_BYTES)
         if file_size < 8:

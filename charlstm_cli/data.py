@@ -189,14 +189,16 @@ def decode_text(raw: bytes, path: Path, encoding: str = "utf-8") -> str:
     invalid in `encoding`, naming the byte offset of the first bad byte.
     """
     codec = check_encoding(encoding)
+    source = f"corpus file {path}"
+    if str(path) == STDIN_PATH:
+        source = "corpus on standard input"
+    empty_hint = "train on a file that contains text"
     if not raw:
-        raise UserError(
-            f"corpus file {path} is empty", hint="train on a file that contains text"
-        )
+        raise UserError(f"{source} is empty", hint=empty_hint)
     nul = raw.find(b"\x00", 0, _BINARY_PROBE)
     if nul >= 0 and not codec.startswith("utf-16") and not codec.startswith("utf-32"):
         raise UserError(
-            f"corpus file {path} looks binary: it contains a NUL byte at offset {nul}",
+            f"{source} looks binary: it contains a NUL byte at offset {nul}",
             hint="train on a plain text file",
         )
     try:
@@ -204,16 +206,14 @@ def decode_text(raw: bytes, path: Path, encoding: str = "utf-8") -> str:
     except UnicodeDecodeError as exc:
         bad = raw[exc.start : exc.start + 1]
         raise UserError(
-            f"corpus file {path} is not valid {codec}: byte 0x{bad.hex()} at offset "
+            f"{source} is not valid {codec}: byte 0x{bad.hex()} at offset "
             f"{exc.start} cannot be decoded",
             hint="if the file uses another encoding, name it with --encoding "
             "(for example --encoding latin-1 or --encoding cp1252)",
         ) from None
     text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
     if not text:
-        raise UserError(
-            f"corpus file {path} is empty", hint="train on a file that contains text"
-        )
+        raise UserError(f"{source} is empty", hint=empty_hint)
     return text
 
 

@@ -505,6 +505,13 @@ def test_module_corpus_from_pipe(run_module, tiny, text_maker, path):
     assert resumed.returncode == 0, resumed.stderr
 
 
+def test_module_empty_standard_input_named(run_module, tiny, charlstm_home):
+    result = run_module("train", "--corpus", "-", *tiny, input="")
+    assert result.returncode == 1, result.stderr
+    assert error_lines(result.stderr)[0] == "Error: corpus on standard input is empty"
+    assert not (charlstm_home / "runs").exists()
+
+
 def test_train_fifo_corpus(invoke, tiny, tmp_path, text_maker):
     fifo = tmp_path / "corpus.fifo"
     os.mkfifo(fifo)
