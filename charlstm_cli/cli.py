@@ -715,6 +715,7 @@ def _finish(
 
     print_summary(folder, run, outcome)
     code = 0
+    removed = False
     if outcome.reason is StopReason.INTERRUPTED:
         code = exit_code_for_signal(signal_number or 2)
         latest = outcome.checkpoints.get("latest", folder / paths.LATEST)
@@ -722,25 +723,28 @@ def _finish(
         print_line(f"Continue with: charlstm resume {shlex.quote(str(latest))}")
     elif outcome.reason is not StopReason.COMPLETED:
         code = 1
-        _remove_run_without_checkpoint(folder)
+        removed = _remove_run_without_checkpoint(folder)
         print_error(outcome.message, hint="lower --lr, or clip gradients with --clip")
     if json_summary:
-        print_json(_summary_data(folder, run, outcome, code))
+        data = _summary_data(folder, run, outcome, code)
+        data["run_dir_removed"] = removed
+        print_json(data)
     if code:
         raise typer.Exit(code)
 
 
-def _remove_run_without_checkpoint(folder: Path) -> None:
+def _remove_run_without_checkpoint(folder: Path) -> bool:
     """Delete a failed run's folder when it never saved a checkpoint.
 
     Such a folder cannot be resumed or sampled, and as the newest run it
     would make bare `generate` and `resume` fail. The summary above has
-    already printed its metrics.
+    already printed its metrics. Returns whether the folder was removed.
     """
     if any(folder.glob("*.ckpt")):
-        return
+        return False
     shutil.rmtree(folder, ignore_errors=True)
     print_line(f"Removed {folder}: the run saved no checkpoint.", style="yellow")
+    return True
 
 
 def _summary_data(folder: Path, run: RunState, outcome: Outcome, code: int) -> dict:

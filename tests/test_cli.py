@@ -157,6 +157,7 @@ def test_train_json_summary_on_stdout(invoke, corpus, tiny):
     assert summary["steps"] == 42
     assert summary["best_epoch"] == 1
     assert Path(summary["checkpoints"]["latest"]).is_file()
+    assert summary["run_dir_removed"] is False
 
 
 def test_train_header_counts_in_singular(invoke, corpus, tiny):
@@ -269,6 +270,15 @@ def test_train_divergence_stops(invoke, corpus, tiny):
     assert result.exit_code == 1, result.output
     assert "3 times the first step's loss" in result.stderr
     assert "Hint: lower --lr" in result.stderr
+
+
+def test_train_json_says_removed_run(invoke, corpus, tiny):
+    args = ["--optimizer", "sgd", "--momentum", "0", "--lr", "100", "--clip", "0"]
+    result = invoke("train", "--corpus", corpus, *tiny, *args, "--json")
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)
+    assert summary["run_dir_removed"] is True
+    assert not Path(summary["run_dir"]).exists()
 
 
 def test_nonfinite_resume_keeps_checkpoint(trained, invoke):
