@@ -584,7 +584,9 @@ def _new_run_state(corpus, encoding: str, options: dict[str, Any]) -> RunState:
         sample_length=options["sample_length"],
     )
     record = corpus.fingerprint() | {"encoding": encoding}
-    return state.RunState(model, training, vocab, record, state.Progress())
+    return state.RunState(
+        model, training, vocab, record, state.Progress(), run_id=state.new_run_id()
+    )
 
 
 def _check_sample_seed(seed_text: str, vocab: list[str]) -> None:
@@ -626,6 +628,7 @@ def _write_run_info(folder: Path, command: str, run: RunState, threads: int) -> 
     if not info:
         info = {
             "charlstm_version": __version__,
+            "run_id": run.run_id,
             "started_at": now,
             "corpus": run.corpus,
             "model": asdict(run.model),
@@ -1020,8 +1023,13 @@ def resume(
     json_summary: JsonSummary = False,
     verbose: Verbose = 0,
 ) -> None:
-    """Continue a run exactly where its checkpoint stopped."""
+    """Continue a run exactly where its checkpoint stopped.
+
+    Training goes on in the checkpoint's folder, which must be the run's own
+    folder or a new folder that the checkpoint was copied into.
+    """
     from . import state
+    from .ownership import check_resume_folder
 
     setup_logging(verbose)
     fixed = {"hidden_size": hidden_size, "layers": layers}
@@ -1031,6 +1039,7 @@ def resume(
     # locked before reading, so no other process saves a later checkpoint meanwhile
     with paths.locked_run_folder(folder):
         tensors, run = state.load(path)
+        check_resume_folder(folder, path, run)
         _reject_fixed_options(fixed, run)
         text = _resume_corpus(run, corpus, allow_new_corpus)
         _apply_limits(run, epochs, max_steps, lr)
