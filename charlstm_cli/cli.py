@@ -674,7 +674,14 @@ def _run_training(
     with signals.installed():
         with display:
             outcome = training.run_loop(display.on_step, display.on_epoch, signals)
-        _finish(folder, run, outcome, signals.received, json_summary)
+        _finish(
+            folder,
+            run,
+            outcome,
+            signals.received,
+            json_summary,
+            new_run=resumed_from is None,
+        )
 
 
 def _plural(count: int, noun: str) -> str:
@@ -710,8 +717,15 @@ def _finish(
     outcome: Outcome,
     signal_number: int | None,
     json_summary: bool,
+    new_run: bool,
 ) -> None:
-    """Print the summary and exit with the code that matches how training stopped."""
+    """Print the summary and exit with the code that matches how training stopped.
+
+    When a `new_run` of train stops on a bad loss before saving a
+    checkpoint, its folder is removed. A resumed run's folder is always
+    kept, because it contains the checkpoint that resume started from (whose
+    name need not end in .ckpt) and may contain the user's other files.
+    """
     from .train import StopReason, exit_code_for_signal
 
     print_summary(folder, run, outcome)
@@ -723,7 +737,8 @@ def _finish(
         print_line(f"Continue with: charlstm resume {shlex.quote(str(latest))}")
     elif outcome.reason is not StopReason.COMPLETED:
         code = 1
-        _remove_run_without_checkpoint(folder)
+        if new_run:
+            _remove_run_without_checkpoint(folder)
         print_error(outcome.message, hint="lower --lr, or clip gradients with --clip")
     if json_summary:
         print_json(_summary_data(folder, run, outcome, code))

@@ -587,6 +587,18 @@ def test_resume_runs_without_run_id(invoke, corpus, tiny):
     assert run_id_of(run / "latest.ckpt") is None
 
 
+def test_resume_nonfinite_keeps_folder(invoke, finished_run, tmp_path):
+    folder = tmp_path / "mine"
+    checkpoint = copy_into(folder, finished_run / "latest.ckpt", "model.bin")
+    (folder / "notes.txt").write_text("my notes\n")
+    result = invoke("resume", checkpoint, "--epochs", "3", "--lr", "1e38")
+    assert result.exit_code == 1, result.output
+    assert "NaN or infinite" in result.stderr
+    assert "Removed" not in result.stderr
+    assert (folder / "notes.txt").read_text() == "my notes\n"
+    assert checkpoint.read_bytes() == (finished_run / "latest.ckpt").read_bytes()
+
+
 # ----------------------------------------------------------------------------
 # signals in a real process
 
