@@ -586,7 +586,9 @@ def _new_run_state(corpus, encoding: str, options: dict[str, Any]) -> RunState:
         sample_length=options["sample_length"],
     )
     record = corpus.fingerprint() | {"encoding": encoding}
-    return state.RunState(model, training, vocab, record, state.Progress())
+    return state.RunState(
+        model, training, vocab, record, state.Progress(), run_id=state.new_run_id()
+    )
 
 
 def _check_sample_seed(seed_text: str, vocab: list[str]) -> None:
@@ -628,6 +630,7 @@ def _write_run_info(folder: Path, command: str, run: RunState, threads: int) -> 
     if not info:
         info = {
             "charlstm_version": __version__,
+            "run_id": run.run_id,
             "started_at": now,
             "corpus": run.corpus,
             "model": asdict(run.model),
@@ -673,7 +676,14 @@ def _run_training(
     with signals.installed():
         with display:
             outcome = training.run_loop(display.on_step, display.on_epoch, signals)
-        _finish(folder, run, outcome, signals.received, json_summary)
+        _finish(
+            folder,
+            run,
+            outcome,
+            signals.received,
+            json_summary,
+            new_run=resumed_from is None,
+        )
 
 
 def _plural(count: int, noun: str) -> str:
@@ -709,8 +719,15 @@ def _finish(
     outcome: Outcome,
     signal_number: int | None,
     json_summary: bool,
+    new_run: bool,
 ) -> None:
-    """Print the summary and exit with the code that matches how training stopped."""
+    """Print the summary and exit with the code that matches how training stopped.
+
+    When a `new_run` of train stops on a bad loss before saving a
+    checkpoint, its folder is removed. A resumed run's folder is always
+    kept, because it contains the checkpoint that resume started from (whose
+    name need not end in .ckpt) and may contain the user's other files.
+    """
     from .train import StopReason, exit_code_for_signal
 
     print_summary(folder, run, outcome)
@@ -723,7 +740,8 @@ def _finish(
         print_line(f"Continue with: charlstm resume {shlex.quote(str(latest))}")
     elif outcome.reason is not StopReason.COMPLETED:
         code = 1
-        removed = _remove_run_without_checkpoint(folder)
+        if new_run:
+            removed = _remove_run_without_checkpoint(folder)
         print_error(outcome.message, hint="lower --lr, or clip gradients with --clip")
     if json_summary:
         data = _summary_data(folder, run, outcome, code)
@@ -1026,8 +1044,13 @@ def resume(
     json_summary: JsonSummary = False,
     verbose: Verbose = 0,
 ) -> None:
-    """Continue a run exactly where its checkpoint stopped."""
+    """Continue a run exactly where its checkpoint stopped.
+
+    Training goes on in the checkpoint's folder, which must be the run's own
+    folder or a new folder that the checkpoint was copied into.
+    """
     from . import state
+    from .ownership import check_resume_folder
 
     setup_logging(verbose)
     fixed = {"hidden_size": hidden_size, "layers": layers}
@@ -1037,6 +1060,7 @@ def resume(
     # locked before reading, so no other process saves a later checkpoint meanwhile
     with paths.locked_run_folder(folder):
         tensors, run = state.load(path)
+        check_resume_folder(folder, path, run)
         _reject_fixed_options(fixed, run)
         text = _resume_corpus(run, corpus, allow_new_corpus)
         _apply_limits(run, epochs, max_steps, lr)

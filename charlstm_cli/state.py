@@ -6,14 +6,15 @@ A checkpoint contains these tensors (all float32, little-endian):
   optim.moment2.<name>    Adam second moment, same shapes
   state.h, state.c        the carried training state, (L, B, H)
 and these metadata keys: model, training, vocab, corpus, progress, history,
-best_val_loss, best_epoch, saved_at. Together they let `resume` continue a
-run bit for bit where it stopped.
+best_val_loss, best_epoch, run_id, saved_at. Together they let `resume`
+continue a run bit for bit where it stopped.
 """
 
 from __future__ import annotations
 
 import math
 import sys
+import uuid
 from array import array
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -108,6 +109,10 @@ class RunState:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_val_loss: float | None = None
     best_epoch: int | None = None
+    # Random id that train gives a run, stored in its run.json and checkpoints,
+    # so resume can tell runs apart. Copies keep it. None for runs started
+    # before charlstm stored run ids.
+    run_id: str | None = None
 
     def to_metadata(self) -> dict[str, Any]:
         return {
@@ -119,8 +124,14 @@ class RunState:
             "history": self.history,
             "best_val_loss": self.best_val_loss,
             "best_epoch": self.best_epoch,
+            "run_id": self.run_id,
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+
+
+def new_run_id() -> str:
+    """Return a random run id: 32 lowercase hex digits (a UUID4)."""
+    return uuid.uuid4().hex
 
 
 # ----------------------------------------------------------------------------
@@ -314,6 +325,11 @@ def _check_best(path: Path, metadata: dict[str, Any]) -> None:
         raise _invalid(path, "best_val_loss", best, "null or a finite number")
 
 
+def _check_run_id(path: Path, run_id: Any) -> None:
+    if run_id is not None and not (isinstance(run_id, str) and run_id):
+        raise _invalid(path, "run_id", run_id, "null or a non-empty string")
+
+
 def read_run_state(path: Path, metadata: dict[str, Any]) -> RunState:
     """Parse checkpoint metadata and check every field that resume and generate use.
 
@@ -337,6 +353,8 @@ def read_run_state(path: Path, metadata: dict[str, Any]) -> RunState:
     _check_fields(path, "progress", asdict(progress))
     _check_progress_extras(path, progress, training.batch_size)
     _check_best(path, metadata)
+    run_id = metadata.get("run_id")
+    _check_run_id(path, run_id)
     return RunState(
         model=model,
         training=training,
@@ -346,6 +364,7 @@ def read_run_state(path: Path, metadata: dict[str, Any]) -> RunState:
         history=list(metadata.get("history") or []),
         best_val_loss=metadata.get("best_val_loss"),
         best_epoch=metadata.get("best_epoch"),
+        run_id=run_id,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -323,6 +324,7 @@ def rewrite_metadata(checkpoint: Path, section: str, key: str | None, value) -> 
         ("training", "clip_norm", -5.0, "training.clip_norm"),
         ("training", "lr_decay_factor", 0.0, "training.lr_decay_factor"),
         ("best_epoch", None, -3, "best_epoch"),
+        ("run_id", None, 7, "run_id"),
     ],
 )
 def test_resume_edited_metadata_rejected(
@@ -372,6 +374,229 @@ def test_resume_locked_folder_rejected(invoke, finished_run):
     assert snapshot(finished_run) == before
     result = invoke("resume", "--epochs", "2")
     assert result.exit_code == 0, result.output
+
+
+# ----------------------------------------------------------------------------
+# folders that are not the checkpoint's run folder: rejected, files unchanged
+
+
+def copy_into(folder: Path, source: Path, name: str) -> Path:
+    """Copy checkpoint `source` into `folder` (made if missing) as `name`."""
+    folder.mkdir(exist_ok=True)
+    target = folder / name
+    shutil.copyfile(source, target)
+    return target
+
+
+def assert_folder_rejected(result, checkpoint: Path, folder: Path, reason: str):
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert lines == [
+        f"Error: cannot resume {checkpoint} in folder {folder}: {reason}",
+        f"Hint: copy {checkpoint} into a new, empty folder and resume the copy there",
+    ]
+
+
+def run_id_of(checkpoint: Path) -> str | None:
+    _, metadata = load_checkpoint(checkpoint)
+    return metadata.get("run_id")
+
+
+def test_resume_foreign_latest_kept(invoke, corpus, tiny, tmp_path):
+    small = train_run(invoke, corpus, tiny, "small", "--epochs", "1")
+    big = train_run(
+        invoke, corpus, tiny, "big", "--epochs", "1", "--hidden-size", "24",
+        "--layers", "2",
+    )  # fmt: skip
+    folder = tmp_path / "mixed"
+    copy_into(folder, small / "latest.ckpt", "latest.ckpt")
+    checkpoint = copy_into(folder, big / "latest.ckpt", "big.ckpt")
+    before = snapshot(folder)
+    result = invoke("resume", checkpoint, "--epochs", "4", "--max-steps", "70")
+    reason = (
+        "the folder's latest.ckpt belongs to another run, and resuming would replace it"
+    )
+    assert_folder_rejected(result, checkpoint, folder, reason)
+    assert snapshot(folder) == before
+
+
+@pytest.mark.parametrize(
+    "files, reason",
+    [
+        (
+            {"metrics.jsonl": "my notes\n", "run.json": '{"my": "config"}\n'},
+            (
+                "the folder's run.json is not from a charlstm run, and resuming "
+                "would change it"
+            ),
+        ),
+        (
+            {"metrics.jsonl": "my notes\n"},
+            (
+                "the folder's metrics.jsonl belongs to no run, because the folder "
+                "has no run.json, and resuming would overwrite it"
+            ),
+        ),
+        (
+            {"run.json": '{"model": '},
+            "the folder's run.json is unreadable, so it may belong to another run",
+        ),
+    ],
+    ids=["user-run-json", "metrics-only", "damaged-run-json"],
+)
+def test_resume_user_files_kept(
+    invoke, finished_run, tmp_path, files: dict[str, str], reason: str
+):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    checkpoint = copy_into(folder, finished_run / "latest.ckpt", "foo.ckpt")
+    before = snapshot(folder)
+    result = invoke("resume", checkpoint, "--epochs", "2", "--max-steps", "70")
+    assert_folder_rejected(result, checkpoint, folder, reason)
+    assert snapshot(folder) == before
+
+
+def test_resume_discard_newer_keeps_foreign_latest(invoke, corpus, tiny, tmp_path):
+    later = train_run(invoke, corpus, tiny, "later", "--epochs", "3")
+    # the same model settings, but another run
+    earlier = train_run(
+        invoke, corpus, tiny, "earlier", "--epochs", "1", "--rng-seed", "2"
+    )
+    folder = tmp_path / "mixed"
+    copy_into(folder, later / "latest.ckpt", "latest.ckpt")
+    checkpoint = copy_into(folder, earlier / "latest.ckpt", "early.ckpt")
+    before = snapshot(folder)
+    reason = (
+        "the folder's latest.ckpt belongs to another run, and resuming would replace it"
+    )
+    for extra in ([], ["--discard-newer"]):
+        result = invoke("resume", checkpoint, "--epochs", "2", *extra)
+        assert_folder_rejected(result, checkpoint, folder, reason)
+        assert snapshot(folder) == before
+
+
+def test_resume_foreign_checkpoint_in_run_folder(invoke, corpus, tiny):
+    run = train_run(invoke, corpus, tiny, "mine", "--epochs", "1")
+    other = train_run(invoke, corpus, tiny, "other", "--epochs", "1", "--rng-seed", "2")
+    checkpoint = copy_into(run, other / "latest.ckpt", "other.ckpt")
+    before = snapshot(run)
+    result = invoke("resume", checkpoint, "--epochs", "2")
+    reason = (
+        "the folder's run.json belongs to another run, and resuming would change it"
+    )
+    assert_folder_rejected(result, checkpoint, run, reason)
+    assert snapshot(run) == before
+
+
+def test_resume_foreign_best_kept(invoke, corpus, tiny):
+    run = train_run(invoke, corpus, tiny, "mine", "--epochs", "1")
+    other = train_run(invoke, corpus, tiny, "other", "--epochs", "1", "--rng-seed", "2")
+    copy_into(run, other / "best.ckpt", "best.ckpt")
+    before = snapshot(run)
+    result = invoke("resume", run / "latest.ckpt", "--epochs", "2")
+    reason = (
+        "the folder's best.ckpt belongs to another run, and resuming could "
+        "replace or delete it"
+    )
+    assert_folder_rejected(result, run / "latest.ckpt", run, reason)
+    assert snapshot(run) == before
+
+
+def test_resume_copy_in_new_folder(invoke, corpus, tiny, tmp_path):
+    run = train_run(
+        invoke, corpus, tiny, "source", "--epochs", "2", "--max-steps", "50",
+        *EXACT_OPTIONS,
+    )  # fmt: skip
+    run_id = json.loads((run / "run.json").read_text())["run_id"]
+    assert run_id_of(run / "latest.ckpt") == run_id
+    folder = tmp_path / "branch"
+    checkpoint = copy_into(folder, run / "latest.ckpt", "start.ckpt")
+    source_files = snapshot(run)
+
+    result = invoke("resume", checkpoint, "--max-steps", "84")
+    assert result.exit_code == 0, result.output
+    assert f"Run folder: {folder}" in result.stderr
+    assert snapshot(run) == source_files
+    names = sorted(path.name for path in folder.iterdir())
+    assert names == [
+        "best.ckpt", "epoch-0002.ckpt", "latest.ckpt", "metrics.jsonl", "run.json",
+        "start.ckpt",
+    ]  # fmt: skip
+    assert json.loads((folder / "run.json").read_text())["run_id"] == run_id
+    assert run_id_of(folder / "latest.ckpt") == run_id
+    # the copy continues exactly as the original would
+    result = invoke("resume", run / "latest.ckpt", "--max-steps", "84")
+    assert result.exit_code == 0, result.output
+    assert_same_checkpoint(run / "latest.ckpt", folder / "latest.ckpt")
+    # the folder is now the copy's run folder
+    result = invoke(
+        "resume", folder / "latest.ckpt", "--epochs", "3", "--max-steps", "90"
+    )
+    assert result.exit_code == 0, result.output
+    assert step_of(folder / "latest.ckpt") == 90
+
+
+def test_train_gives_each_run_an_id(invoke, corpus, tiny):
+    first = train_run(invoke, corpus, tiny, "first", "--epochs", "1")
+    second = train_run(invoke, corpus, tiny, "second", "--epochs", "1")
+    ids = []
+    for run in (first, second):
+        run_id = json.loads((run / "run.json").read_text())["run_id"]
+        assert isinstance(run_id, str)
+        for name in ("latest.ckpt", "best.ckpt", "epoch-0001.ckpt"):
+            assert run_id_of(run / name) == run_id, name
+        ids.append(run_id)
+    assert ids[0] != ids[1]
+
+
+def drop_run_ids(run: Path) -> None:
+    """Remove run_id from run.json and all checkpoints, as before run ids existed."""
+    from charlstm_cli.checkpoint import save_checkpoint
+
+    info = json.loads((run / "run.json").read_text())
+    del info["run_id"]
+    (run / "run.json").write_text(json.dumps(info))
+    for checkpoint in run.glob("*.ckpt"):
+        tensors, metadata = load_checkpoint(checkpoint)
+        del metadata["run_id"]
+        save_checkpoint(checkpoint, tensors, metadata)
+
+
+def test_resume_runs_without_run_id(invoke, corpus, tiny):
+    run = train_run(invoke, corpus, tiny, "old", "--epochs", "1")
+    other = train_run(
+        invoke, corpus, tiny, "old-big", "--epochs", "1", "--hidden-size", "24"
+    )
+    drop_run_ids(run)
+    drop_run_ids(other)
+    checkpoint = copy_into(run, other / "latest.ckpt", "other.ckpt")
+    before = snapshot(run)
+    result = invoke("resume", checkpoint, "--epochs", "2")
+    reason = (
+        "the folder's run.json belongs to another run (its model settings differ), "
+        "and resuming would change it"
+    )
+    assert_folder_rejected(result, checkpoint, run, reason)
+    assert snapshot(run) == before
+
+    result = invoke("resume", run / "latest.ckpt", "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert run_id_of(run / "latest.ckpt") is None
+
+
+def test_resume_nonfinite_keeps_folder(invoke, finished_run, tmp_path):
+    folder = tmp_path / "mine"
+    checkpoint = copy_into(folder, finished_run / "latest.ckpt", "model.bin")
+    (folder / "notes.txt").write_text("my notes\n")
+    result = invoke("resume", checkpoint, "--epochs", "3", "--lr", "1e38")
+    assert result.exit_code == 1, result.output
+    assert "NaN or infinite" in result.stderr
+    assert "Removed" not in result.stderr
+    assert (folder / "notes.txt").read_text() == "my notes\n"
+    assert checkpoint.read_bytes() == (finished_run / "latest.ckpt").read_bytes()
 
 
 # ----------------------------------------------------------------------------
