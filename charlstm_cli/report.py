@@ -739,7 +739,7 @@ def save_figure(figure, target: Path) -> None:
             hint="Pass --out with a path in a writable folder.",
         ) from None
     finally:
-        temporary.unlink(missing_ok=True)
+        paths.remove_temporary_file(temporary)
 
 
 # ---------------------------------------------------------------------------
