@@ -35,7 +35,7 @@ from .data import (
     read_corpus,
     unknown_characters,
 )
-from .errors import UserError, file_write_error
+from .errors import UserError, file_write_error, path_error
 from .output import (
     StdoutError,
     TrainDisplay,
@@ -128,6 +128,9 @@ def _describe_known_error(exc: BaseException) -> tuple[str, str | None, int] | N
         and type(exc).__name__ == "LibraryNotFoundError"
     ):
         return str(exc), None, 1
+    error = path_error(exc)
+    if error is not None:
+        return error.message, error.hint, error.exit_code
     return None
 
 

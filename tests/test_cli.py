@@ -6,6 +6,7 @@ CHARLSTM_HOME points into tmp_path (see conftest.py).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from charlstm_cli.checkpoint import load_checkpoint
+from charlstm_cli.errors import path_error
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -28,6 +30,10 @@ def read_metrics(run: Path) -> list[dict]:
 
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("Error: ")]
+
+
+def hint_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("Hint: ")]
 
 
 @pytest.fixture
@@ -704,6 +710,84 @@ def test_debug_env_shows_traceback(invoke, tiny, tmp_path, monkeypatch):
     result = invoke("train", "--corpus", tmp_path / "missing.txt", *tiny)
     assert result.exit_code == 1
     assert type(result.exception).__name__ == "UserError"
+
+
+# ----------------------------------------------------------------------------
+# paths the file system rejects: one Error and one Hint line, exit 1
+
+# Commands that take a path, with PATH where the rejected path goes. Train
+# also gets the tiny model options, and CORPUS is a readable corpus.
+PATH_COMMANDS = [
+    ["train", "--corpus", "PATH"],
+    ["train", "--run-dir", "PATH", "--corpus", "CORPUS"],
+    ["inspect", "PATH"],
+    ["generate", "PATH"],
+    ["generate", "--run-dir", "PATH"],
+    ["resume", "PATH"],
+    ["plot", "PATH"],
+    ["runs", "--run-dir", "PATH"],
+]
+
+
+def command_id(command: list[str]) -> str:
+    return " ".join(command[:3])
+
+
+def fill_command(command: list[str], path: Path, corpus: Path, tiny: list[str]):
+    args = [{"PATH": path, "CORPUS": corpus}.get(arg, arg) for arg in command]
+    return args + tiny if command[0] == "train" else args
+
+
+def assert_path_error(result, path: Path, reason: str) -> None:
+    assert result.exit_code == 1, result.output
+    # CliRunner keeps an uncaught exception in result.exception instead of printing it
+    assert type(result.exception) is SystemExit, repr(result.exception)
+    (error,) = error_lines(result.stderr)
+    assert path.name in error
+    assert error.endswith(f": {reason}")
+    assert len(hint_lines(result.stderr)) == 1
+
+
+@pytest.mark.parametrize("command", PATH_COMMANDS, ids=command_id)
+def test_long_file_name_rejected(invoke, corpus, tiny, tmp_path, run_folders, command):
+    long_path = tmp_path / ("a" * 300)
+    result = invoke(*fill_command(command, long_path, corpus, tiny))
+    assert_path_error(result, long_path, "File name too long")
+    assert "255 bytes" in result.stderr
+    assert run_folders() == []
+
+
+@pytest.mark.parametrize("command", PATH_COMMANDS, ids=command_id)
+def test_symlink_loop_rejected(invoke, corpus, tiny, tmp_path, run_folders, command):
+    loop = tmp_path / "loop1"
+    loop.symlink_to("loop2")
+    (tmp_path / "loop2").symlink_to("loop1")
+    result = invoke(*fill_command(command, loop, corpus, tiny))
+    assert_path_error(result, loop, "Too many levels of symbolic links")
+    assert "symbolic links" in hint_lines(result.stderr)[0]
+    assert run_folders() == []
+
+
+def test_plot_path_through_file(invoke, corpus):
+    result = invoke("plot", corpus / "run")
+    assert_path_error(result, corpus / "run", "Not a directory")
+    assert hint_lines(result.stderr) == [
+        "Hint: check the path, because a part of it that must be a folder is a file"
+    ]
+
+
+def test_path_error_permission_denied():
+    denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/srv/runs")
+    error = path_error(denied)
+    assert error is not None
+    assert error.message == "cannot access /srv/runs: Permission denied"
+    assert "permissions" in error.hint
+
+
+def test_path_error_ignores_other_errors():
+    assert path_error(OSError(errno.EIO, os.strerror(errno.EIO), "/srv/runs")) is None
+    assert path_error(OSError(errno.ENAMETOOLONG, "File name too long")) is None
+    assert path_error(RuntimeError("charlstm_trainer_step: failed")) is None
 
 
 # ----------------------------------------------------------------------------
