@@ -127,7 +127,7 @@ def _describe_known_error(exc: BaseException) -> tuple[str, str | None, int] | N
         isinstance(exc, FileNotFoundError)
         and type(exc).__name__ == "LibraryNotFoundError"
     ):
-        return str(exc), None, 1
+        return str(exc), getattr(exc, "hint", None), 1
     error = path_error(exc)
     if error is not None:
         return error.message, error.hint, error.exit_code

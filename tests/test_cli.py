@@ -824,6 +824,43 @@ def test_module_verbose_logs_kernel(run_module, corpus, tiny):
     assert "kernels:" in loud.stderr
 
 
+def foreign_library() -> str:
+    """Return the path of a shared library without charlstm's functions."""
+    import _ctypes
+
+    path = getattr(_ctypes, "__file__", None)
+    if path is None:
+        pytest.skip("_ctypes is built into this Python, so it has no library file")
+    return path
+
+
+def test_module_foreign_library_rejected(run_module, tmp_path):
+    library = foreign_library()
+    run_module.env["CHARLSTM_LIB"] = library
+    result = run_module("generate", tmp_path / "model.ckpt")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert error_lines(result.stderr) == [
+        f"Error: the library {library} has no function charlstm_abi_version, so it "
+        "is not a charlstm library or was built from another version"
+    ]
+    (hint,) = hint_lines(result.stderr)
+    assert "point CHARLSTM_LIB at a library built from this version" in hint
+
+
+def test_module_unloadable_library_rejected(run_module, tmp_path):
+    not_a_library = tmp_path / "libcharlstm.so"
+    not_a_library.write_text("not a shared library\n")
+    run_module.env["CHARLSTM_LIB"] = str(not_a_library)
+    result = run_module("generate", tmp_path / "model.ckpt")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    (error,) = error_lines(result.stderr)
+    assert error.startswith(f"Error: cannot load the charlstm library {not_a_library}")
+    (hint,) = hint_lines(result.stderr)
+    assert "or unset it to use the installed library" in hint
+
+
 def test_module_generate_probes_threads(run_module, corpus, tiny):
     from charlstm_cli.model import get_num_threads, set_num_threads
 
