@@ -334,7 +334,8 @@ def _usable_cores() -> int:
 
 
 def _set_threads(threads: int) -> None:
-    from .model import set_num_threads
+    """Set the kernel thread count and warn about settings the engine cannot follow."""
+    from .model import kernel_request_warning, set_num_threads
 
     cores = _usable_cores()
     if threads > cores:
@@ -346,6 +347,9 @@ def _set_threads(threads: int) -> None:
             cores,
         )
     set_num_threads(threads)
+    kernel_warning = kernel_request_warning()
+    if kernel_warning is not None:
+        print_warning(kernel_warning)
     from . import _native
 
     logger.info(

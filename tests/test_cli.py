@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from charlstm_cli import model as model_module
 from charlstm_cli.checkpoint import load_checkpoint
 from charlstm_cli.errors import path_error
+from charlstm_cli.model import KERNEL_NAMES
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -822,6 +825,62 @@ def test_module_verbose_logs_kernel(run_module, corpus, tiny):
     assert loud.returncode == 0, loud.stderr
     assert "kernels:" not in quiet.stderr
     assert "kernels:" in loud.stderr
+
+
+def warning_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("Warning: ")]
+
+
+def kernel_in_use(stderr: str) -> str:
+    """Return the kernel path from the -v log line 'kernels: NAME, N threads'."""
+    match = re.search(r"kernels: (\w+),", stderr)
+    assert match is not None, stderr
+    return match.group(1)
+
+
+@pytest.mark.parametrize("value", ["bogus", "AVX2"])
+def test_module_unknown_kernel_warns(run_module, corpus, tiny, value):
+    run_module.env["CHARLSTM_KERNEL"] = value
+    result = run_module("-v", "train", "--corpus", corpus, *tiny, "--max-steps", "1")
+    assert result.returncode == 0, result.stderr
+    used = kernel_in_use(result.stderr)
+    assert used in KERNEL_NAMES
+    assert warning_lines(result.stderr) == [
+        f"Warning: CHARLSTM_KERNEL={value} is not a kernel name (valid names: "
+        f"avx512, avx2, portable), so the {used} kernels run instead"
+    ]
+
+
+@pytest.mark.parametrize("value", KERNEL_NAMES)
+def test_module_kernel_env_forces_path(run_module, corpus, tiny, value):
+    run_module.env["CHARLSTM_KERNEL"] = value
+    result = run_module("-v", "train", "--corpus", corpus, *tiny, "--max-steps", "1")
+    assert result.returncode == 0, result.stderr
+    used = kernel_in_use(result.stderr)
+    if value == "portable":
+        # every processor runs the portable kernels
+        assert used == "portable"
+    if used == value:
+        assert warning_lines(result.stderr) == []
+    else:
+        assert warning_lines(result.stderr) == [
+            f"Warning: CHARLSTM_KERNEL={value} is not supported by this processor "
+            f"(valid names: avx512, avx2, portable), so the {used} kernels run instead"
+        ]
+
+
+def test_kernel_warning_unsupported_path(monkeypatch):
+    monkeypatch.setenv("CHARLSTM_KERNEL", "avx512")
+    monkeypatch.setattr(model_module, "kernel_name", lambda: "avx2")
+    assert model_module.kernel_request_warning() == (
+        "CHARLSTM_KERNEL=avx512 is not supported by this processor (valid names: "
+        "avx512, avx2, portable), so the avx2 kernels run instead"
+    )
+
+
+def test_kernel_warning_empty_value(monkeypatch):
+    monkeypatch.setenv("CHARLSTM_KERNEL", "")
+    assert model_module.kernel_request_warning() is None
 
 
 def foreign_library() -> str:
