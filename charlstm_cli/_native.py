@@ -60,7 +60,14 @@ class NonFiniteError(CharLSTMError, ArithmeticError):
 
 
 class LibraryNotFoundError(FileNotFoundError):
-    """The compiled library is missing or does not match this package."""
+    """The compiled library is missing or does not match this package.
+
+    `hint`, when set, says how to get a library that matches.
+    """
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
 
 
 _ERRORS = {e.status: e for e in (InvalidArgumentError, OutOfMemoryError, NonFiniteError)}
@@ -128,15 +135,28 @@ def _candidate_paths() -> list[Path]:
     return [package_dir / name for name in _library_names()]
 
 
-def _load() -> ctypes.CDLL:
+def _rebuild_hint() -> str:
+    """Return how to get a library that matches this package."""
+    if os.environ.get("CHARLSTM_LIB"):
+        return (
+            "point CHARLSTM_LIB at a library built from this version with "
+            "'cmake -S . -B build && cmake --build build', or unset it to use "
+            "the installed library"
+        )
+    return "reinstall charlstm with 'pip install .' from the source folder"
+
+
+def _load() -> tuple[ctypes.CDLL, Path]:
+    """Load the first library found and return it with its path."""
     tried = _candidate_paths()
     for path in tried:
         if path.is_file():
             try:
-                return ctypes.CDLL(str(path))
+                return ctypes.CDLL(str(path)), path
             except OSError as exc:
                 raise LibraryNotFoundError(
-                    f"cannot load the charlstm library {path}: {exc}"
+                    f"cannot load the charlstm library {path}: {exc}",
+                    hint=_rebuild_hint(),
                 ) from exc
     listing = ", ".join(str(p) for p in tried)
     hint = (
@@ -156,11 +176,18 @@ def _load() -> ctypes.CDLL:
     )
 
 
-lib = _load()
+lib, library_path = _load()
 
 
 def _declare(name: str, restype, argtypes: list) -> None:
-    fn = getattr(lib, name)
+    try:
+        fn = getattr(lib, name)
+    except AttributeError:
+        raise LibraryNotFoundError(
+            f"the library {library_path} has no function {name}, so it is not "
+            "a charlstm library or was built from another version",
+            hint=_rebuild_hint(),
+        ) from None
     fn.restype = restype
     fn.argtypes = argtypes
 
@@ -258,8 +285,9 @@ def _check_abi() -> None:
     version = lib.charlstm_abi_version()
     if version != ABI_VERSION:
         raise LibraryNotFoundError(
-            f"the charlstm library has ABI version {version} but this package "
-            f"expects {ABI_VERSION}; rebuild it with 'pip install .'"
+            f"the charlstm library {library_path} has ABI version {version}, but "
+            f"this package expects {ABI_VERSION}",
+            hint=_rebuild_hint(),
         )
     for name, struct in (
         ("model_config", ModelConfig),
@@ -269,8 +297,9 @@ def _check_abi() -> None:
         native = lib.charlstm_sizeof(name.encode())
         if native != ctypes.sizeof(struct):
             raise LibraryNotFoundError(
-                f"struct {name} is {native} bytes in the library but "
-                f"{ctypes.sizeof(struct)} in the binding; rebuild with 'pip install .'"
+                f"struct {name} is {native} bytes in the library {library_path}, "
+                f"but {ctypes.sizeof(struct)} in this package",
+                hint=_rebuild_hint(),
             )
 
 

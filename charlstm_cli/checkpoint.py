@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import __version__
-from .errors import UserError, file_write_hint
+from .errors import UserError, file_write_hint, path_error_hint
 
 FORMAT_NAME = "charlstm-checkpoint"
 FORMAT_VERSION = 1
@@ -340,7 +340,9 @@ def _open_for_reading(path: Path):
         raise _folder_error(path) from None
     except OSError as exc:
         raise CheckpointError(
-            path, f"cannot read checkpoint {path}: {exc.strerror or exc}"
+            path,
+            f"cannot read checkpoint {path}: {exc.strerror or exc}",
+            path_error_hint(exc),
         ) from exc
 
 

@@ -35,7 +35,7 @@ from .data import (
     read_corpus,
     unknown_characters,
 )
-from .errors import UserError, file_write_error
+from .errors import UserError, file_write_error, path_error
 from .output import (
     StdoutError,
     TrainDisplay,
@@ -127,7 +127,10 @@ def _describe_known_error(exc: BaseException) -> tuple[str, str | None, int] | N
         isinstance(exc, FileNotFoundError)
         and type(exc).__name__ == "LibraryNotFoundError"
     ):
-        return str(exc), None, 1
+        return str(exc), getattr(exc, "hint", None), 1
+    error = path_error(exc)
+    if error is not None:
+        return error.message, error.hint, error.exit_code
     return None
 
 
@@ -333,7 +336,8 @@ def _usable_cores() -> int:
 
 
 def _set_threads(threads: int) -> None:
-    from .model import set_num_threads
+    """Set the kernel thread count and warn about settings the engine cannot follow."""
+    from .model import kernel_request_warning, set_num_threads
 
     cores = _usable_cores()
     if threads > cores:
@@ -345,6 +349,9 @@ def _set_threads(threads: int) -> None:
             cores,
         )
     set_num_threads(threads)
+    kernel_warning = kernel_request_warning()
+    if kernel_warning is not None:
+        print_warning(kernel_warning)
     from . import _native
 
     logger.info(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, path_error_hint
 
 BUNDLED_CORPUS = "shakespeare.txt"
 # The --corpus value that reads standard input.
@@ -168,7 +168,8 @@ def read_bytes(path: Path, allow_nul: bool = False) -> bytes:
         ) from None
     except OSError as exc:
         raise UserError(
-            f"cannot read corpus file {path}: {exc.strerror or exc}"
+            f"cannot read corpus file {path}: {exc.strerror or exc}",
+            hint=path_error_hint(exc),
         ) from None
     _check_readable_kind(info.st_mode, str(path))
     if info.st_size > MAX_CORPUS_BYTES:
@@ -178,7 +179,8 @@ def read_bytes(path: Path, allow_nul: bool = False) -> bytes:
             return _read_limited(stream, f"file {path}", allow_nul)
     except OSError as exc:
         raise UserError(
-            f"cannot read corpus file {path}: {exc.strerror or exc}"
+            f"cannot read corpus file {path}: {exc.strerror or exc}",
+            hint=path_error_hint(exc),
         ) from None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 
@@ -40,3 +41,41 @@ def file_write_hint(folder: Path, exc: OSError) -> str:
     if exc.errno == errno.ENOENT:
         return f"check that the folder {folder} exists"
     return f"check the folder {folder} and the disk it is on"
+
+
+# Hints for OSErrors that the path itself causes, whatever the command does with it.
+_PATH_ERROR_HINTS = {
+    errno.ENAMETOOLONG: "shorten the path, because most file systems allow at most "
+    "255 bytes per file or folder name",
+    errno.ELOOP: "fix the symbolic links in the path, which point to each other in "
+    "a loop or form a chain too long to follow",
+    errno.ENOTDIR: "check the path, because a part of it that must be a folder is "
+    "a file",
+    errno.EACCES: "check the permissions of the path and of the folders above it",
+    errno.EPERM: "check the permissions of the path and of the folders above it",
+}
+
+
+def path_error(exc: BaseException) -> UserError | None:
+    """Return the UserError for an OSError that its path causes, else None.
+
+    These errors (name too long, symbolic link loop, a file used as a folder,
+    permission denied) can come from any call that takes a path, so the
+    command line maps them here instead of at each call.
+    """
+    if type(exc) is RuntimeError and isinstance(exc.__context__, OSError):
+        # Path.resolve() in Python 3.12 and older raises RuntimeError("Symlink
+        # loop from ...") while it handles the OSError ELOOP from the file system.
+        exc = exc.__context__
+    if not isinstance(exc, OSError) or exc.filename is None:
+        return None
+    hint = path_error_hint(exc)
+    if hint is None:
+        return None
+    path = os.fsdecode(exc.filename)
+    return UserError(f"cannot access {path}: {exc.strerror or exc}", hint=hint)
+
+
+def path_error_hint(exc: OSError) -> str | None:
+    """Return the hint for an OSError that its path causes, else None."""
+    return _PATH_ERROR_HINTS.get(exc.errno)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import struct
 from array import array
 from collections.abc import Sequence
@@ -11,6 +12,10 @@ from typing import Any
 
 from . import _native as N
 from ._native import lib
+
+# The variable that the C library reads to force a kernel path, and the path names.
+KERNEL_ENV = "CHARLSTM_KERNEL"
+KERNEL_NAMES = ("avx512", "avx2", "portable")
 
 
 @dataclass(frozen=True)
@@ -383,6 +388,27 @@ def get_num_threads() -> int:
 
 def kernel_name() -> str:
     return lib.charlstm_kernel_name().decode()
+
+
+def kernel_request_warning() -> str | None:
+    """Return a warning when CHARLSTM_KERNEL names a path that is not in use, else None.
+
+    The C library silently falls back to the fastest supported path,
+    both for an unknown name and for a path this processor cannot run. An
+    empty value counts as unset.
+    """
+    requested = os.environ.get(KERNEL_ENV)
+    used = kernel_name()
+    if not requested or requested == used:
+        return None
+    if requested in KERNEL_NAMES:
+        reason = "is not supported by this processor"
+    else:
+        reason = "is not a kernel name"
+    return (
+        f"{KERNEL_ENV}={requested} {reason} (valid names: "
+        f"{', '.join(KERNEL_NAMES)}), so the {used} kernels run instead"
+    )
 
 
 def force_kernel(name: str) -> None:

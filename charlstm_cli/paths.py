@@ -23,6 +23,7 @@ except ImportError:  # Windows
     fcntl = None
 
 from .errors import UserError, file_write_error
+from .output import logger
 
 HOME_ENV = "CHARLSTM_HOME"
 LATEST = "latest.ckpt"
@@ -209,5 +210,22 @@ def replace_file(target: Path, write: Callable[[Path], object]) -> None:
         write(temp)
         os.replace(temp, target)
     except OSError as exc:
-        temp.unlink(missing_ok=True)
+        remove_temporary_file(temp)
         raise file_write_error(target, exc) from None
+
+
+def remove_temporary_file(temp: Path) -> None:
+    """Delete the temporary file `temp` if it exists, and only log a failure.
+
+    Callers run it while they handle a write error, which must stay the
+    reported error. On a read-only file system, unlinking even a missing file
+    fails with EROFS, not ENOENT.
+    """
+    try:
+        temp.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        logger.debug(
+            "failed to delete temporary file %s: %s", temp, exc.strerror or exc
+        )

@@ -436,11 +436,14 @@ def load_plot_history(source: Path | None, run_dir: Path | None = None) -> PlotH
     if source is None:
         source = _newest_run(run_dir)
     source = Path(source)
-    if not source.exists():
+    try:
+        # stat() instead of exists(), which returns False for a symbolic link loop
+        source.stat()
+    except FileNotFoundError:
         raise UserError(
             f"not found: {source}",
             hint="Pass a run folder, a checkpoint or metrics.jsonl.",
-        )
+        ) from None
     if source.is_dir():
         run = source
         if (run / paths.METRICS).is_file():
@@ -742,7 +745,7 @@ def save_figure(figure, target: Path) -> None:
             hint="Pass --out with a path in a writable folder.",
         ) from None
     finally:
-        temporary.unlink(missing_ok=True)
+        paths.remove_temporary_file(temporary)
 
 
 # ---------------------------------------------------------------------------

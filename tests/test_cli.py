@@ -6,8 +6,10 @@ CHARLSTM_HOME points into tmp_path (see conftest.py).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from charlstm_cli import model as model_module
 from charlstm_cli.checkpoint import load_checkpoint
+from charlstm_cli.errors import path_error
+from charlstm_cli.model import KERNEL_NAMES
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -28,6 +33,10 @@ def read_metrics(run: Path) -> list[dict]:
 
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("Error: ")]
+
+
+def hint_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("Hint: ")]
 
 
 @pytest.fixture
@@ -732,6 +741,84 @@ def test_debug_env_shows_traceback(invoke, tiny, tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------
+# paths the file system rejects: one Error and one Hint line, exit 1
+
+# Commands that take a path, with PATH where the rejected path goes. Train
+# also gets the tiny model options, and CORPUS is a readable corpus.
+PATH_COMMANDS = [
+    ["train", "--corpus", "PATH"],
+    ["train", "--run-dir", "PATH", "--corpus", "CORPUS"],
+    ["inspect", "PATH"],
+    ["generate", "PATH"],
+    ["generate", "--run-dir", "PATH"],
+    ["resume", "PATH"],
+    ["plot", "PATH"],
+    ["runs", "--run-dir", "PATH"],
+]
+
+
+def command_id(command: list[str]) -> str:
+    return " ".join(command[:3])
+
+
+def fill_command(command: list[str], path: Path, corpus: Path, tiny: list[str]):
+    args = [{"PATH": path, "CORPUS": corpus}.get(arg, arg) for arg in command]
+    return args + tiny if command[0] == "train" else args
+
+
+def assert_path_error(result, path: Path, reason: str) -> None:
+    assert result.exit_code == 1, result.output
+    # CliRunner keeps an uncaught exception in result.exception instead of printing it
+    assert type(result.exception) is SystemExit, repr(result.exception)
+    (error,) = error_lines(result.stderr)
+    assert path.name in error
+    assert error.endswith(f": {reason}")
+    assert len(hint_lines(result.stderr)) == 1
+
+
+@pytest.mark.parametrize("command", PATH_COMMANDS, ids=command_id)
+def test_long_file_name_rejected(invoke, corpus, tiny, tmp_path, run_folders, command):
+    long_path = tmp_path / ("a" * 300)
+    result = invoke(*fill_command(command, long_path, corpus, tiny))
+    assert_path_error(result, long_path, "File name too long")
+    assert "255 bytes" in result.stderr
+    assert run_folders() == []
+
+
+@pytest.mark.parametrize("command", PATH_COMMANDS, ids=command_id)
+def test_symlink_loop_rejected(invoke, corpus, tiny, tmp_path, run_folders, command):
+    loop = tmp_path / "loop1"
+    loop.symlink_to("loop2")
+    (tmp_path / "loop2").symlink_to("loop1")
+    result = invoke(*fill_command(command, loop, corpus, tiny))
+    assert_path_error(result, loop, "Too many levels of symbolic links")
+    assert "symbolic links" in hint_lines(result.stderr)[0]
+    assert run_folders() == []
+
+
+def test_plot_path_through_file(invoke, corpus):
+    result = invoke("plot", corpus / "run")
+    assert_path_error(result, corpus / "run", "Not a directory")
+    assert hint_lines(result.stderr) == [
+        "Hint: check the path, because a part of it that must be a folder is a file"
+    ]
+
+
+def test_path_error_permission_denied():
+    denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/srv/runs")
+    error = path_error(denied)
+    assert error is not None
+    assert error.message == "cannot access /srv/runs: Permission denied"
+    assert "permissions" in error.hint
+
+
+def test_path_error_ignores_other_errors():
+    assert path_error(OSError(errno.EIO, os.strerror(errno.EIO), "/srv/runs")) is None
+    assert path_error(OSError(errno.ENAMETOOLONG, "File name too long")) is None
+    assert path_error(RuntimeError("charlstm_trainer_step: failed")) is None
+
+
+# ----------------------------------------------------------------------------
 # python -m charlstm_cli in a real process
 
 
@@ -763,6 +850,99 @@ def test_module_verbose_logs_kernel(run_module, corpus, tiny):
     assert loud.returncode == 0, loud.stderr
     assert "kernels:" not in quiet.stderr
     assert "kernels:" in loud.stderr
+
+
+def warning_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("Warning: ")]
+
+
+def kernel_in_use(stderr: str) -> str:
+    """Return the kernel path from the -v log line 'kernels: NAME, N threads'."""
+    match = re.search(r"kernels: (\w+),", stderr)
+    assert match is not None, stderr
+    return match.group(1)
+
+
+@pytest.mark.parametrize("value", ["bogus", "AVX2"])
+def test_module_unknown_kernel_warns(run_module, corpus, tiny, value):
+    run_module.env["CHARLSTM_KERNEL"] = value
+    result = run_module("-v", "train", "--corpus", corpus, *tiny, "--max-steps", "1")
+    assert result.returncode == 0, result.stderr
+    used = kernel_in_use(result.stderr)
+    assert used in KERNEL_NAMES
+    assert warning_lines(result.stderr) == [
+        f"Warning: CHARLSTM_KERNEL={value} is not a kernel name (valid names: "
+        f"avx512, avx2, portable), so the {used} kernels run instead"
+    ]
+
+
+@pytest.mark.parametrize("value", KERNEL_NAMES)
+def test_module_kernel_env_forces_path(run_module, corpus, tiny, value):
+    run_module.env["CHARLSTM_KERNEL"] = value
+    result = run_module("-v", "train", "--corpus", corpus, *tiny, "--max-steps", "1")
+    assert result.returncode == 0, result.stderr
+    used = kernel_in_use(result.stderr)
+    if value == "portable":
+        # every processor runs the portable kernels
+        assert used == "portable"
+    if used == value:
+        assert warning_lines(result.stderr) == []
+    else:
+        assert warning_lines(result.stderr) == [
+            f"Warning: CHARLSTM_KERNEL={value} is not supported by this processor "
+            f"(valid names: avx512, avx2, portable), so the {used} kernels run instead"
+        ]
+
+
+def test_kernel_warning_unsupported_path(monkeypatch):
+    monkeypatch.setenv("CHARLSTM_KERNEL", "avx512")
+    monkeypatch.setattr(model_module, "kernel_name", lambda: "avx2")
+    assert model_module.kernel_request_warning() == (
+        "CHARLSTM_KERNEL=avx512 is not supported by this processor (valid names: "
+        "avx512, avx2, portable), so the avx2 kernels run instead"
+    )
+
+
+def test_kernel_warning_empty_value(monkeypatch):
+    monkeypatch.setenv("CHARLSTM_KERNEL", "")
+    assert model_module.kernel_request_warning() is None
+
+
+def foreign_library() -> str:
+    """Return the path of a shared library without charlstm's functions."""
+    import _ctypes
+
+    path = getattr(_ctypes, "__file__", None)
+    if path is None:
+        pytest.skip("_ctypes is built into this Python, so it has no library file")
+    return path
+
+
+def test_module_foreign_library_rejected(run_module, tmp_path):
+    library = foreign_library()
+    run_module.env["CHARLSTM_LIB"] = library
+    result = run_module("generate", tmp_path / "model.ckpt")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert error_lines(result.stderr) == [
+        f"Error: the library {library} has no function charlstm_abi_version, so it "
+        "is not a charlstm library or was built from another version"
+    ]
+    (hint,) = hint_lines(result.stderr)
+    assert "point CHARLSTM_LIB at a library built from this version" in hint
+
+
+def test_module_unloadable_library_rejected(run_module, tmp_path):
+    not_a_library = tmp_path / "libcharlstm.so"
+    not_a_library.write_text("not a shared library\n")
+    run_module.env["CHARLSTM_LIB"] = str(not_a_library)
+    result = run_module("generate", tmp_path / "model.ckpt")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    (error,) = error_lines(result.stderr)
+    assert error.startswith(f"Error: cannot load the charlstm library {not_a_library}")
+    (hint,) = hint_lines(result.stderr)
+    assert "or unset it to use the installed library" in hint
 
 
 def test_module_generate_probes_threads(run_module, corpus, tiny):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import time
@@ -304,3 +305,19 @@ def test_run_names_are_unique_and_checked(tmp_path):
         paths.create_run_folder(tmp_path, first.name)
     with pytest.raises(UserError, match="invalid run name"):
         paths.create_run_folder(tmp_path, "../escape")
+
+
+def test_replace_file_read_only_cleanup(tmp_path, monkeypatch):
+    target = tmp_path / "run.json"
+    target.write_text("old")
+
+    def fail_read_only(path: Path, *args, **kwargs) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    # on a read-only mount, unlink fails with EROFS even for a missing file
+    monkeypatch.setattr(Path, "unlink", fail_read_only)
+    with pytest.raises(UserError) as info:
+        paths.replace_file(target, fail_read_only)
+    assert info.value.message == f"cannot write {target}: Read-only file system"
+    assert info.value.hint.startswith(f"make {tmp_path} writable")
+    assert target.read_text() == "old"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -460,6 +461,26 @@ def test_plot_keeps_non_png_file_named_png(home: Path, tmp_path: Path):
     error = invoke_error("plot", str(home / "runs" / "alpha"), "--out", str(target))
     assert "is not a PNG image" in error.message
     assert target.read_text() == "not an image\n"
+
+
+def test_plot_read_only_folder(home: Path, tmp_path: Path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    target = tmp_path / "loss.png"
+    target.write_bytes(PNG_SIGNATURE + b"old")
+
+    def fail_read_only(path: Path, *args, **kwargs) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    # on a read-only mount, unlink fails with EROFS even for a missing file
+    monkeypatch.setattr(
+        Figure, "savefig", lambda self, path, **kw: fail_read_only(path)
+    )
+    monkeypatch.setattr(Path, "unlink", fail_read_only)
+    error = invoke_error("plot", str(home / "runs" / "alpha"), "--out", str(target))
+    assert error.message == f"cannot write plot {target}: Read-only file system"
+    assert error.hint == "Pass --out with a path in a writable folder."
+    assert target.read_bytes() == PNG_SIGNATURE + b"old"
 
 
 def test_plot_replaces_existing_png(home: Path, tmp_path: Path):
