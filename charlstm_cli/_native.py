@@ -131,8 +131,11 @@ def _candidate_paths() -> list[Path]:
     override = os.environ.get("CHARLSTM_LIB")
     if override:
         return [Path(override)]
-    package_dir = Path(str(resources.files("charlstm_cli")))
-    return [package_dir / name for name in _library_names()]
+    # joinpath, not str() of the folder: an editable install returns a path over
+    # two folders (the installed one with the library, and the checkout), whose
+    # str() is not a path, while joinpath finds the file in either.
+    package = resources.files("charlstm_cli")
+    return [Path(str(package.joinpath(name))) for name in _library_names()]
 
 
 def _rebuild_hint() -> str:

@@ -19,6 +19,25 @@ def test_abi_and_struct_sizes_match():
     assert N.lib.charlstm_sizeof(b"no_such_struct") == 0
 
 
+def test_library_found_in_either_folder_of_an_editable_install(
+    monkeypatch, tmp_path
+):
+    # an editable install makes the package span the installed folder, which
+    # holds the library, and the source checkout
+    from importlib.readers import MultiplexedPath
+
+    checkout, installed = tmp_path / "checkout", tmp_path / "installed"
+    checkout.mkdir()
+    installed.mkdir()
+    names = N._library_names()
+    for name in names:
+        (installed / name).write_bytes(b"")
+    spanning = MultiplexedPath(checkout, installed)
+    monkeypatch.delenv("CHARLSTM_LIB", raising=False)
+    monkeypatch.setattr(N.resources, "files", lambda package: spanning)
+    assert N._candidate_paths() == [installed / name for name in names]
+
+
 def test_library_version_matches_package():
     import charlstm_cli
 
