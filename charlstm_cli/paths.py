@@ -39,13 +39,22 @@ _VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def data_home(override: Path | None = None) -> Path:
-    """Return the charlstm home: `override`, else $CHARLSTM_HOME, else the user data dir."""
+    """Return the charlstm home: `override`, else $CHARLSTM_HOME, else the user data dir.
+
+    Raises UserError when the chosen home exists but is not a folder.
+    """
     if override is not None:
-        return Path(override).expanduser().resolve()
-    env = os.environ.get(HOME_ENV)
-    if env:
-        return Path(env).expanduser().resolve()
-    return platformdirs.user_data_path("charlstm")
+        home, source = Path(override).expanduser().resolve(), "--run-dir"
+    elif os.environ.get(HOME_ENV):
+        home, source = Path(os.environ[HOME_ENV]).expanduser().resolve(), HOME_ENV
+    else:
+        home, source = platformdirs.user_data_path("charlstm"), "the user data folder"
+    if home.exists() and not home.is_dir():
+        raise UserError(
+            f"{source} {home} is a file, not a folder",
+            hint="pass the folder that holds (or will hold) the runs/ folder",
+        )
+    return home
 
 
 def runs_folder(home: Path) -> Path:

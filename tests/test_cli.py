@@ -1150,3 +1150,16 @@ def test_summary_table_shows_long_paths_whole(run_module, tiny, text_maker, tmp_
     # the path folds over several table lines; join them again
     joined = "".join(ch for ch in result.stderr if not ch.isspace() and ch != "│")
     assert str(run / "latest.ckpt") in joined
+
+
+@pytest.mark.parametrize("command", [["runs"], ["generate"], ["train"], ["resume"]])
+def test_run_dir_that_is_a_file_rejected(invoke, corpus, tiny, tmp_path, command):
+    not_a_folder = tmp_path / "notes.txt"
+    not_a_folder.write_text("mine\n")
+    args = ["--corpus", corpus, *tiny] if command == ["train"] else []
+    result = invoke(*command, "--run-dir", not_a_folder, *args)
+    assert result.exit_code == 1, result.output
+    assert error_lines(result.stderr) == [
+        f"Error: --run-dir {not_a_folder} is a file, not a folder"
+    ]
+    assert not_a_folder.read_text() == "mine\n"

@@ -302,9 +302,17 @@ def test_inspect_corrupted(home: Path, tmp_path: Path):
 def test_inspect_folder_without_checkpoint(tmp_path: Path):
     run = tmp_path / "runs" / "fresh"
     run.mkdir(parents=True)
+    (run / "run.json").write_text("{}")
     error = invoke_error("inspect", str(run))
     assert error.message == f"run folder {run} has no latest.ckpt yet"
     assert "first epoch" in error.hint
+
+
+def test_inspect_plain_folder_is_not_called_a_run(tmp_path: Path):
+    error = invoke_error("inspect", str(tmp_path))
+    assert error.message == (
+        f"{tmp_path} is a folder, not a checkpoint file or a run folder"
+    )
 
 
 def test_inspect_help():
