@@ -1204,7 +1204,18 @@ def _resume_corpus(run: RunState, override: Path | None, allow_new: bool) -> str
 
     record = run.corpus
     path = override or _recorded_corpus_path(record)
-    corpus = read_corpus(path, record.get("encoding", "utf-8"))
+    encoding = record.get("encoding", "utf-8")
+    try:
+        corpus = read_corpus(path, encoding)
+    except UserError as exc:
+        if "--encoding" not in (exc.hint or ""):
+            raise
+        # resume has no --encoding: the run decodes its corpus as it did when training
+        raise UserError(
+            exc.message,
+            hint=f"this run decodes its corpus as {encoding}; pass the file it trained "
+            "on with --corpus",
+        ) from None
     changes = []
     if corpus.size_bytes != record["size_bytes"]:
         changes.append(f"size {record['size_bytes']:,} -> {corpus.size_bytes:,} bytes")
@@ -1277,6 +1288,7 @@ def _apply_limits(
     run: RunState, epochs: int | None, max_steps: int | None, lr: float | None
 ) -> None:
     settings, progress = run.training, run.progress
+    changes = []
     for option, attribute, value in (
         ("--epochs", "epochs", epochs),
         ("--max-steps", "max_steps", max_steps),
@@ -1285,22 +1297,29 @@ def _apply_limits(
         old = getattr(settings, attribute)
         if value is not None and value != old:
             shown = "no limit" if old is None else old
-            print_line(f"{option}: {shown} -> {value}", style="yellow")
+            changes.append(f"{option}: {shown} -> {value}")
             setattr(settings, attribute, value)
     if lr is not None:
         progress.lr = settings.lr_for_epoch(progress.epoch)
-    if progress.epoch >= settings.epochs or (
-        settings.max_steps is not None and progress.step >= settings.max_steps
-    ):
-        limit = _plural(settings.epochs, "epoch")
-        if settings.max_steps is not None:
-            limit += f" or {_plural(settings.max_steps, 'step')}"
-        raise UserError(
-            f"this run already reached its limit of {limit} "
-            f"(epoch {progress.epoch}, step {progress.step})",
-            hint="pass a larger --epochs or --max-steps to train further",
-        )
+    _check_limits_ahead(settings, progress)
+    for change in changes:
+        print_line(change, style="yellow")
     progress.finished = False
+
+
+def _check_limits_ahead(settings: Any, progress: Any) -> None:
+    """Raise UserError naming the limit that leaves no step to train."""
+    at = f"epoch {progress.epoch}, step {progress.step}"
+    if progress.epoch >= settings.epochs:
+        raise UserError(
+            f"this run has completed --epochs {settings.epochs} ({at})",
+            hint=f"pass --epochs above {progress.epoch} to train further",
+        )
+    if settings.max_steps is not None and progress.step >= settings.max_steps:
+        raise UserError(
+            f"this run is at or past --max-steps {settings.max_steps} ({at})",
+            hint=f"pass --max-steps above {progress.step} to train further",
+        )
 
 
 def _restore_engine(path: Path, tensors, run: RunState) -> tuple[Model, Trainer]:

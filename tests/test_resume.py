@@ -200,8 +200,8 @@ def test_resume_finished_run_rejected(invoke, finished_run):
     before = snapshot(finished_run)
     result = invoke("resume")
     assert result.exit_code == 1
-    assert "already reached its limit of 1 epoch (epoch 1, step 42)" in result.stderr
-    assert "Hint: pass a larger --epochs or --max-steps" in result.stderr
+    assert "this run has completed --epochs 1 (epoch 1, step 42)" in result.stderr
+    assert "Hint: pass --epochs above 1 to train further" in result.stderr
     assert snapshot(finished_run) == before
 
 
@@ -235,6 +235,38 @@ def test_resume_short_corpus_hint(invoke, finished_run, corpus, text_maker):
     hint = next(line for line in result.stderr.splitlines() if line.startswith("Hint"))
     assert "--corpus" in hint
     assert "start a new run with 'charlstm train'" in hint
+
+
+def error_line(result) -> str:
+    return next(line for line in result.stderr.splitlines() if line.startswith("Error"))
+
+
+def test_resume_max_steps_below_current_step(invoke, finished_run):
+    before = snapshot(finished_run)
+    result = invoke("resume", "--epochs", "5", "--max-steps", "10")
+    assert result.exit_code == 1
+    assert error_line(result) == (
+        "Error: this run is at or past --max-steps 10 (epoch 1, step 42)"
+    )
+    assert "Hint: pass --max-steps above 42 to train further" in result.stderr
+    # the new limits are not announced when they cannot apply
+    assert "->" not in result.stderr
+    assert snapshot(finished_run) == before
+
+
+def test_resume_undecodable_corpus_hint(invoke, finished_run, tmp_path):
+    before = snapshot(finished_run)
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\u00e9 au lait\n".encode("latin-1") * 200)
+    result = invoke("resume", "--epochs", "2", "--corpus", latin1)
+    assert result.exit_code == 1
+    assert "is not valid utf-8" in result.stderr
+    hint = next(line for line in result.stderr.splitlines() if line.startswith("Hint"))
+    assert hint == (
+        "Hint: this run decodes its corpus as utf-8; pass the file it trained on "
+        "with --corpus"
+    )
+    assert snapshot(finished_run) == before
 
 
 def test_resume_changed_corpus_rejected(invoke, finished_run, corpus):
