@@ -117,6 +117,14 @@ def _describe_known_error(exc: BaseException) -> tuple[str, str | None, int] | N
     if isinstance(exc, UserError):
         return exc.message, exc.hint, exc.exit_code
     native = sys.modules.get("charlstm_cli._native")
+    if native is not None and isinstance(exc, native.OutOfMemoryError):
+        # the C function's name means nothing to a user; the reason does
+        return (
+            str(exc).removeprefix(f"{exc.function}: "),
+            "lower --hidden-size (memory grows with its square), --layers, "
+            "--batch-size or --seq-len",
+            1,
+        )
     if native is not None and isinstance(exc, native.CharLSTMError):
         return (
             str(exc),

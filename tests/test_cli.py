@@ -1163,3 +1163,17 @@ def test_run_dir_that_is_a_file_rejected(invoke, corpus, tiny, tmp_path, command
         f"Error: --run-dir {not_a_folder} is a file, not a folder"
     ]
     assert not_a_folder.read_text() == "mine\n"
+
+
+def test_module_model_too_large_for_memory(run_module, corpus, charlstm_home):
+    args = ["--hidden-size", "65536", "--layers", "8", "--max-steps", "1"]
+    args += ["--batch-size", "2", "--seq-len", "8"]
+    result = run_module(
+        "train", "--corpus", corpus, *args, preexec_fn=limit_memory, timeout=120
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    (error,) = error_lines(result.stderr)
+    assert error.startswith("Error: out of memory: cannot allocate ")
+    assert "charlstm_" not in error
+    assert "Hint: lower --hidden-size" in result.stderr
