@@ -6,6 +6,7 @@ render it with Rich and tests can drive it directly.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import math
@@ -244,11 +245,14 @@ class Training:
             try:
                 ckpt.write_all(fd, line)
             except OSError as exc:
-                # a full disk can take part of the line, so cut it off again
-                os.ftruncate(fd, size)
+                # A full disk can take part of the line, so cut it off again. If
+                # that fails too, the write error is still the one to report.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
                 raise file_write_error(target, exc) from None
         finally:
-            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
         self.run.history.append(record)
 
     # ------------------------------------------------------------------------

@@ -321,3 +321,26 @@ def test_replace_file_read_only_cleanup(tmp_path, monkeypatch):
     assert info.value.message == f"cannot write {target}: Read-only file system"
     assert info.value.hint.startswith(f"make {tmp_path} writable")
     assert target.read_text() == "old"
+
+
+def test_metrics_write_error_survives_failed_cleanup(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from charlstm_cli import checkpoint, train
+    from charlstm_cli.errors import UserError
+
+    def disk_full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def cannot_truncate(fd, size):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(checkpoint, "write_all", disk_full)
+    monkeypatch.setattr(train.os, "ftruncate", cannot_truncate)
+    training = SimpleNamespace(run_dir=tmp_path, run=SimpleNamespace(history=[]))
+    with pytest.raises(UserError) as caught:
+        train.Training.append_record(training, {"kind": "step", "step": 1})
+    assert caught.value.message.endswith(
+        f"{tmp_path / 'metrics.jsonl'}: {os.strerror(errno.ENOSPC)}"
+    )
+    assert training.run.history == []
