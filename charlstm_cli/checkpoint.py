@@ -19,6 +19,7 @@ import os
 import re
 import struct
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -626,10 +627,14 @@ def _is_text(prefix: bytes) -> bool:
 # run folder housekeeping
 
 
-def prune_epoch_checkpoints(run_dir: Path, keep: int) -> list[Path]:
+def prune_epoch_checkpoints(
+    run_dir: Path, keep: int, belongs: Callable[[Path], bool] | None = None
+) -> list[Path]:
     """Delete all but the `keep` highest-numbered epoch-NNNN.ckpt files in run_dir.
 
-    Other files (latest.ckpt, best.ckpt, temp files) are never touched.
+    Other files (latest.ckpt, best.ckpt, temp files) are never touched. With
+    `belongs`, only the files it accepts count, so a file of another run, or
+    one that is not a checkpoint at all, is kept whatever its name.
     Returns the deleted paths, oldest first.
     """
     if keep < 0:
@@ -637,8 +642,11 @@ def prune_epoch_checkpoints(run_dir: Path, keep: int) -> list[Path]:
     numbered = []
     for entry in Path(run_dir).iterdir():
         match = EPOCH_CHECKPOINT_PATTERN.match(entry.name)
-        if match and entry.is_file():
-            numbered.append((int(match.group(1)), entry))
+        if not match or not entry.is_file():
+            continue
+        if belongs is not None and not belongs(entry):
+            continue
+        numbered.append((int(match.group(1)), entry))
     numbered.sort()
     doomed = [entry for _, entry in numbered[: max(len(numbered) - keep, 0)]]
     for entry in doomed:
@@ -647,3 +655,12 @@ def prune_epoch_checkpoints(run_dir: Path, keep: int) -> list[Path]:
         except FileNotFoundError:
             pass
     return doomed
+
+
+def is_checkpoint_of_run(path: Path, run_id: str | None) -> bool:
+    """Return whether `path` is a readable checkpoint that records `run_id`."""
+    try:
+        metadata = read_checkpoint_summary(path, verify=False)["metadata"]
+    except (CheckpointError, OSError):
+        return False
+    return metadata.get("run_id") == run_id

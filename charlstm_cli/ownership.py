@@ -4,9 +4,8 @@ Resume writes latest.ckpt, metrics.jsonl and run.json into the checkpoint's
 folder, and may replace best.ckpt and delete epoch-NNNN.ckpt files there. The
 folder qualifies when its run.json records the checkpoint's run, or when it
 has neither run.json nor metrics.jsonl, such as a new folder that a
-checkpoint was copied into. Either way, every readable checkpoint there that
-resume may replace or delete must belong to the same run, and without a
-run.json an unreadable one rejects the folder too.
+checkpoint was copied into. Either way, everything there that resume may
+replace or delete must be a readable checkpoint of the same run.
 
 Runs are identified by the run_id that train stores in run.json and in every
 checkpoint, so a copy of a run folder or of a checkpoint keeps its run. Runs
@@ -41,10 +40,14 @@ def check_resume_folder(folder: Path, checkpoint: Path, run: RunState) -> None:
     """
     reason = _folder_conflict(folder, checkpoint, run)
     if reason is not None:
+        hint = f"copy {checkpoint} into a new, empty folder and resume the copy there"
+        if "not a readable checkpoint" in reason:
+            hint = (
+                "move that file out of the folder (or delete it if it is a damaged "
+                f"checkpoint of this run), or {hint}"
+            )
         raise UserError(
-            f"cannot resume {checkpoint} in folder {folder}: {reason}",
-            hint=f"copy {checkpoint} into a new, empty folder and resume the copy "
-            "there",
+            f"cannot resume {checkpoint} in folder {folder}: {reason}", hint=hint
         )
 
 
@@ -55,13 +58,13 @@ def _folder_conflict(folder: Path, checkpoint: Path, run: RunState) -> str | Non
         reason = _run_info_conflict(info_path, run)
         if reason is not None:
             return reason
-        return _checkpoint_conflict(folder, checkpoint, run, has_run_info=True)
+        return _checkpoint_conflict(folder, checkpoint, run)
     if (folder / paths.METRICS).exists():
         return (
             f"the folder's {paths.METRICS} belongs to no run, because the folder "
             f"has no {paths.RUN_INFO}, and resuming would overwrite it"
         )
-    return _checkpoint_conflict(folder, checkpoint, run, has_run_info=False)
+    return _checkpoint_conflict(folder, checkpoint, run)
 
 
 def _run_info_conflict(info_path: Path, run: RunState) -> str | None:
@@ -81,7 +84,7 @@ def _run_info_conflict(info_path: Path, run: RunState) -> str | None:
 
 
 def _checkpoint_conflict(
-    folder: Path, checkpoint: Path, run: RunState, has_run_info: bool
+    folder: Path, checkpoint: Path, run: RunState
 ) -> str | None:
     """Return why resume must not replace or delete a checkpoint in `folder`."""
     for target in _replaceable_checkpoints(folder):
@@ -91,15 +94,16 @@ def _checkpoint_conflict(
             action = "resuming would replace it"
         else:
             action = "resuming could replace or delete it"
+        if not target.is_file():
+            return f"the folder's {target.name} is not a file, and {action}"
         try:
             metadata = read_checkpoint_summary(target, verify=False)["metadata"]
         except CheckpointError:
-            if has_run_info:
-                # a damaged checkpoint of this run, as the matching run.json shows
-                continue
+            # Saves are atomic, so even in the run's own folder an unreadable
+            # file of that name may be the user's. It is left alone.
             return (
-                f"the folder's {target.name} is unreadable and no "
-                f"{paths.RUN_INFO} shows which run it belongs to, and {action}"
+                f"the folder's {target.name} is not a readable checkpoint, so it "
+                f"may not be this run's, and {action}"
             )
         reason = _identity_conflict(metadata, run)
         if reason is not None:
@@ -130,12 +134,12 @@ def _identity_conflict(record: dict[str, Any], run: RunState) -> str | None:
 
 
 def _replaceable_checkpoints(folder: Path) -> list[Path]:
-    """List latest.ckpt, best.ckpt and the epoch-NNNN.ckpt files in `folder`."""
+    """List what is named latest.ckpt, best.ckpt or epoch-NNNN.ckpt in `folder`."""
     found = []
     for entry in sorted(folder.iterdir()):
         name = entry.name
         is_epoch = EPOCH_CHECKPOINT_PATTERN.match(name) is not None
-        if (name in (paths.LATEST, paths.BEST) or is_epoch) and entry.is_file():
+        if name in (paths.LATEST, paths.BEST) or is_epoch:
             found.append(entry)
     return found
 

@@ -466,7 +466,11 @@ class Training:
             saved.append(self.checkpoint_path("best"))
         for target in saved:
             self.save(target)
-        ckpt.prune_epoch_checkpoints(self.run_dir, settings.keep_epochs)
+        ckpt.prune_epoch_checkpoints(
+            self.run_dir,
+            settings.keep_epochs,
+            belongs=lambda path: ckpt.is_checkpoint_of_run(path, run.run_id),
+        )
         return EpochEvent(record=record, sample=sample, is_best=is_best, saved=saved)
 
     def _stop_bad_loss(self, reason: StopReason, loss: float) -> Outcome:

@@ -624,3 +624,17 @@ def test_prune_keep_zero_and_more_than_present(tmp_path: Path):
 def test_prune_rejects_negative(tmp_path: Path):
     with pytest.raises(ValueError, match="keep"):
         prune_epoch_checkpoints(tmp_path, keep=-1)
+
+
+def test_prune_counts_only_files_that_belong(tmp_path: Path):
+    for epoch in (1, 2, 3):
+        ckpt.epoch_checkpoint_path(tmp_path, epoch).write_bytes(b"run's")
+    (tmp_path / "epoch-0000.ckpt").write_bytes(b"user's")
+    deleted = prune_epoch_checkpoints(
+        tmp_path, keep=1, belongs=lambda path: path.read_bytes() == b"run's"
+    )
+    assert [p.name for p in deleted] == ["epoch-0001.ckpt", "epoch-0002.ckpt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "epoch-0000.ckpt",
+        "epoch-0003.ckpt",
+    ]

@@ -752,3 +752,39 @@ def test_resume_during_training_rejected(
     assert result.exit_code == 1, result.output
     assert f"run folder {run} is in use by another charlstm process" in result.stderr
     assert process.returncode == 130
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("epoch-0009.ckpt", b"my own notes\n"),
+        ("epoch-1.ckpt", b"my own notes\n"),
+        ("best.ckpt", b""),
+    ],
+)
+def test_resume_keeps_unreadable_files_with_checkpoint_names(
+    invoke, corpus, tiny, name, content
+):
+    run = train_run(invoke, corpus, tiny, "own", "--epochs", "2", "--keep-epochs", "2")
+    (run / name).write_bytes(content)
+    before = snapshot(run)
+    result = invoke("resume", run / "latest.ckpt", "--epochs", "3")
+    assert result.exit_code == 1, result.output
+    assert f"the folder's {name} is not a readable checkpoint" in result.stderr
+    assert "Hint: move that file out of the folder" in result.stderr
+    assert snapshot(run) == before
+
+
+def test_resume_rejects_folder_named_like_latest(invoke, corpus, tiny, tmp_path):
+    run = train_run(invoke, corpus, tiny, "src", "--epochs", "1", "--keep-epochs", "1")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "epoch-0001.ckpt").write_bytes((run / "epoch-0001.ckpt").read_bytes())
+    (copy / "latest.ckpt").mkdir()
+    result = invoke("resume", copy / "epoch-0001.ckpt", "--epochs", "2")
+    assert result.exit_code == 1, result.output
+    assert "the folder's latest.ckpt is not a file" in result.stderr
+    assert sorted(path.name for path in copy.iterdir()) == [
+        "epoch-0001.ckpt",
+        "latest.ckpt",
+    ]
