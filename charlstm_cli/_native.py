@@ -130,7 +130,8 @@ def _library_names() -> list[str]:
 def _candidate_paths() -> list[Path]:
     override = os.environ.get("CHARLSTM_LIB")
     if override:
-        return [Path(override)]
+        # absolute, because the loader searches the system folders for a bare name
+        return [Path(override).absolute()]
     # joinpath, not str() of the folder: an editable install returns a path over
     # two folders (the installed one with the library, and the checkout), whose
     # str() is not a path, while joinpath finds the file in either.

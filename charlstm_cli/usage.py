@@ -78,11 +78,15 @@ def report_click_error(exc: Exception, argv: list[str]) -> int:
 
 
 def _typed_value(param: Any, argv: list[str]) -> str | None:
-    """Return the text given on the command line for option `param`, if found."""
+    """Return the text given on the command line for option `param`, if found.
+
+    A repeated option takes its last value, so the search runs from the end.
+    """
     names = getattr(param, "opts", None) or []
     if getattr(param, "param_type_name", "") != "option":
         return None
-    for i, token in enumerate(argv):
+    for i in range(len(argv) - 1, -1, -1):
+        token = argv[i]
         if token in names and i + 1 < len(argv):
             return argv[i + 1]
         for name in names:

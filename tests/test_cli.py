@@ -1113,6 +1113,12 @@ def test_module_resume_metrics_too_large(run_module, corpus, tiny):
             "Hint: run 'charlstm train --help' to see the options and their ranges",
         ),
         (
+            ["train", "--threads", "1", "--threads", "-1"],
+            "Error: Invalid value for '--threads': Input should be greater than or "
+            "equal to 0, not -1",
+            "Hint: run 'charlstm train --help'",
+        ),
+        (
             ["generate", "--top-k=-3"],
             "not -3",
             "Hint: run 'charlstm generate --help'",
@@ -1177,3 +1183,16 @@ def test_module_model_too_large_for_memory(run_module, corpus, charlstm_home):
     assert error.startswith("Error: out of memory: cannot allocate ")
     assert "charlstm_" not in error
     assert "Hint: lower --hidden-size" in result.stderr
+
+
+def test_module_library_path_relative_to_current_folder(
+    run_module, corpus, tiny, tmp_path
+):
+    import shutil
+
+    from charlstm_cli import _native
+
+    shutil.copy(_native.lib._name, tmp_path / "copy-of-libcharlstm.so")
+    run_module.env["CHARLSTM_LIB"] = "copy-of-libcharlstm.so"  # run_module's cwd
+    result = run_module("train", "--corpus", corpus, *tiny, "--max-steps", "1")
+    assert result.returncode == 0, result.stderr
