@@ -87,6 +87,7 @@ def check_encoding(encoding: str) -> str:
         raise UserError(
             f"unknown text encoding {encoding!r}",
             hint="use a Python codec name such as utf-8, latin-1 or cp1252",
+            exit_code=2,
         ) from None
 
 

@@ -121,12 +121,20 @@ def default_checkpoint(home: Path) -> Path:
     raise UserError(f"the newest run {newest} has no checkpoint yet", hint=hint)
 
 
+# Longest run name: a folder name may have 255 bytes, and temporary files
+# inside the folder add their own prefixes and suffixes to names.
+MAX_RUN_NAME = 200
+
+
 def check_run_name(name: str) -> None:
-    """Raise UserError unless `name` is usable as a single folder name."""
-    if not _VALID_NAME.match(name) or name in (".", ".."):
+    """Raise UserError (a usage error, exit 2) unless `name` suits one folder."""
+    too_long = len(name) > MAX_RUN_NAME
+    if not _VALID_NAME.match(name) or name in (".", "..") or too_long:
         raise UserError(
             f"invalid run name {name!r}",
-            hint="use letters, digits, '.', '_' and '-', starting with a letter or digit",
+            hint=f"use up to {MAX_RUN_NAME} letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit",
+            exit_code=2,
         )
 
 
@@ -148,22 +156,35 @@ def create_run_folder(home: Path, name: str | None) -> Path:
     folder cannot be created.
     """
     if name is None:
-        name = new_run_name(home)
+        # Another train started in the same second may take the name between
+        # the check and mkdir; then the next free name is tried.
+        for _ in range(100):
+            run = runs_folder(home) / new_run_name(home)
+            if _make_run_folder(run):
+                return run
+        raise UserError(f"cannot find a free run name in {runs_folder(home)}")
     check_run_name(name)
     run = runs_folder(home) / name
-    if run.exists():
+    if not _make_run_folder(run):
         raise UserError(
             f"run folder {run} already exists",
             hint=f"choose another --name, or continue it with 'charlstm resume {run / LATEST}'",
         )
+    return run
+
+
+def _make_run_folder(run: Path) -> bool:
+    """Create `run`; return False if it exists already."""
     try:
         run.mkdir(parents=True)
+    except FileExistsError:
+        return False
     except OSError as exc:
         raise UserError(
             f"cannot create run folder {run}: {exc.strerror or exc}",
             hint="choose a writable location with --run-dir or CHARLSTM_HOME",
         ) from None
-    return run
+    return True
 
 
 def check_writable(folder: Path) -> None:

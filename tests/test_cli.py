@@ -1196,3 +1196,20 @@ def test_module_library_path_relative_to_current_folder(
     run_module.env["CHARLSTM_LIB"] = "copy-of-libcharlstm.so"  # run_module's cwd
     result = run_module("train", "--corpus", corpus, *tiny, "--max-steps", "1")
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--encoding", "nonsense", "Error: unknown text encoding 'nonsense'"),
+        ("--name", "a/b", "Error: invalid run name 'a/b'"),
+        ("--name", "n" * 300, f"Error: invalid run name '{'n' * 300}'"),
+    ],
+)
+def test_bad_text_option_is_a_usage_error(
+    invoke, corpus, tiny, charlstm_home, option, value, message
+):
+    result = invoke("train", "--corpus", corpus, *tiny, option, value)
+    assert result.exit_code == 2, result.output
+    assert error_lines(result.stderr) == [message]
+    assert not (charlstm_home / "runs").exists()

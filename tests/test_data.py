@@ -344,3 +344,13 @@ def test_metrics_write_error_survives_failed_cleanup(monkeypatch, tmp_path):
         f"{tmp_path / 'metrics.jsonl'}: {os.strerror(errno.ENOSPC)}"
     )
     assert training.run.history == []
+
+
+def test_run_name_taken_by_a_concurrent_train_moves_on(monkeypatch, tmp_path):
+    # another train creates the folder between new_run_name and mkdir
+    (tmp_path / "runs" / "20261204-213447").mkdir(parents=True)
+    names = iter(["20261204-213447", "20261204-213447-2"])
+    monkeypatch.setattr(paths, "new_run_name", lambda home: next(names))
+    run = paths.create_run_folder(tmp_path, None)
+    assert run == tmp_path / "runs" / "20261204-213447-2"
+    assert run.is_dir()
