@@ -808,15 +808,23 @@ def _summary_data(folder: Path, run: RunState, outcome: Outcome, code: int) -> d
 CheckpointArg = Annotated[
     Optional[Path],
     typer.Argument(
-        help="Checkpoint file. Default: latest.ckpt of the most recent run.",
+        help="Checkpoint file, or a run folder for its latest.ckpt. "
+        "Default: latest.ckpt of the most recent run.",
         show_default=False,
     ),
 ]
 
 
 def _chosen_checkpoint(checkpoint: Path | None, run_dir: Path | None) -> Path:
-    """Return `checkpoint`, else the newest run's latest.ckpt, named on stderr."""
+    """Return `checkpoint`, else the newest run's latest.ckpt, named on stderr.
+
+    A run folder given as `checkpoint` stands for its latest.ckpt, as in inspect.
+    """
     if checkpoint is not None:
+        latest = checkpoint / paths.LATEST
+        if checkpoint.is_dir() and latest.is_file():
+            print_line(f"Using {latest}")
+            return latest
         return checkpoint
     path = paths.default_checkpoint(paths.data_home(run_dir))
     print_line(f"Using {path} (newest run)")

@@ -1213,3 +1213,13 @@ def test_bad_text_option_is_a_usage_error(
     assert result.exit_code == 2, result.output
     assert error_lines(result.stderr) == [message]
     assert not (charlstm_home / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "command", [["generate", "--length", "5"], ["resume", "--epochs", "3"]]
+)
+def test_run_folder_stands_for_its_latest_checkpoint(trained, invoke, command):
+    _, run = trained
+    result = invoke(command[0], run, *command[1:])
+    assert result.exit_code == 0, result.output
+    assert f"Using {run / 'latest.ckpt'}" in result.stderr
