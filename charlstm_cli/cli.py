@@ -349,12 +349,10 @@ def _set_threads(threads: int) -> None:
 
     cores = _usable_cores()
     if threads > cores:
-        logger.warning(
-            "--threads %d is more than the %d cores this process can use; the extra "
-            "threads wait for each other and make every step slower (results are the "
-            "same). Use --threads 0 for every core.",
-            threads,
-            cores,
+        print_warning(
+            f"--threads {threads} is more than the {cores} cores this process can "
+            "use; the extra threads wait for each other and make every step slower "
+            "(results are the same). Use --threads 0 for every core."
         )
     set_num_threads(threads)
     kernel_warning = kernel_request_warning()
