@@ -555,7 +555,8 @@ def _new_run_state(corpus, encoding: str, options: dict[str, Any]) -> RunState:
     if len(vocab) < 2:
         raise UserError(
             f"corpus {corpus.path} uses only {len(vocab)} distinct character "
-            f"({format_characters(vocab)}); a language model needs at least 2"
+            f"({format_characters(vocab)}); a language model needs at least 2",
+            hint="train on a text with at least two different characters",
         )
     check_corpus_size(
         corpus.n_chars,

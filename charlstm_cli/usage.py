@@ -43,7 +43,7 @@ class PlainErrorsGroup(TyperGroup):
                 argv, prog_name, complete_var, standalone_mode=False, **extra
             )
         except _CLICK_ERROR as exc:
-            result = report_click_error(exc, argv)
+            result = report_click_error(exc, argv, set(self.commands))
         except typer.Abort:
             print_error("aborted")
             result = 1
@@ -54,8 +54,12 @@ class PlainErrorsGroup(TyperGroup):
         return code
 
 
-def report_click_error(exc: Exception, argv: list[str]) -> int:
-    """Print a Click error as Error and Hint lines; return its exit code."""
+def report_click_error(exc: Exception, argv: list[str], commands: set[str]) -> int:
+    """Print a Click error as Error and Hint lines; return its exit code.
+
+    `commands` are the group's command names, used to find the command that
+    a parse error belongs to when Click does not say.
+    """
     if type(exc).__name__ == "NoArgsIsHelpError":
         # the message is the help text, already printed when Rich formats help
         text = exc.format_message()
@@ -71,7 +75,11 @@ def report_click_error(exc: Exception, argv: list[str]) -> int:
         message = f"{message}, not {typed}"
     ctx = getattr(exc, "ctx", None)
     command = ctx.command_path if ctx is not None else "charlstm"
-    is_group = hasattr(getattr(ctx, "command", None), "commands")
+    is_group = ctx is None or hasattr(getattr(ctx, "command", None), "commands")
+    named = next((token for token in argv if token in commands), None)
+    if is_group and named is not None:
+        # an error while parsing a command's options can come without its context
+        command, is_group = f"{command.split()[0]} {named}", False
     listing = "commands" if is_group else "options and their ranges"
     print_error(message, f"run '{command} --help' to see the {listing}")
     return exc.exit_code
