@@ -820,11 +820,10 @@ def _chosen_checkpoint(checkpoint: Path | None, run_dir: Path | None) -> Path:
     A run folder given as `checkpoint` stands for its latest.ckpt, as in inspect.
     """
     if checkpoint is not None:
-        latest = checkpoint / paths.LATEST
-        if checkpoint.is_dir() and latest.is_file():
-            print_line(f"Using {latest}")
-            return latest
-        return checkpoint
+        path = paths.checkpoint_for(checkpoint)
+        if path != checkpoint:
+            print_line(f"Using {path}")
+        return path
     path = paths.default_checkpoint(paths.data_home(run_dir))
     print_line(f"Using {path} (newest run)")
     return path
@@ -1323,17 +1322,19 @@ def _apply_limits(
 
 
 def _check_limits_ahead(settings: Any, progress: Any) -> None:
-    """Raise UserError naming the limit that leaves no step to train."""
-    at = f"epoch {progress.epoch}, step {progress.step}"
+    """Raise UserError naming each limit that leaves no step to train."""
+    reached, fixes = [], []
     if progress.epoch >= settings.epochs:
-        raise UserError(
-            f"this run has completed --epochs {settings.epochs} ({at})",
-            hint=f"pass --epochs above {progress.epoch} to train further",
-        )
+        reached.append(f"has completed --epochs {settings.epochs}")
+        fixes.append(f"--epochs above {progress.epoch}")
     if settings.max_steps is not None and progress.step >= settings.max_steps:
+        reached.append(f"is at or past --max-steps {settings.max_steps}")
+        fixes.append(f"--max-steps above {progress.step}")
+    if reached:
         raise UserError(
-            f"this run is at or past --max-steps {settings.max_steps} ({at})",
-            hint=f"pass --max-steps above {progress.step} to train further",
+            f"this run {' and '.join(reached)} "
+            f"(epoch {progress.epoch}, step {progress.step})",
+            hint=f"pass {' and '.join(fixes)} to train further",
         )
 
 

@@ -259,3 +259,25 @@ def remove_temporary_file(temp: Path) -> None:
         logger.debug(
             "failed to delete temporary file %s: %s", temp, exc.strerror or exc
         )
+
+
+def checkpoint_for(path: Path) -> Path:
+    """Return `path`, or the latest.ckpt of `path` when it is a run folder.
+
+    Raises UserError for a folder that is not a run folder, or a run folder
+    that has no latest.ckpt yet.
+    """
+    if not path.is_dir():
+        return path
+    if (path / LATEST).is_file():
+        return path / LATEST
+    if not (path / RUN_INFO).is_file():
+        raise UserError(
+            f"{path} is a folder, not a checkpoint file or a run folder",
+            hint="pass a .ckpt file, or a run folder listed by 'charlstm runs'",
+        )
+    raise UserError(
+        f"run folder {path} has no {LATEST} yet",
+        hint="a run saves it at the end of its first epoch, when --max-steps "
+        "stops it, or on Ctrl-C; pass another .ckpt file, or wait",
+    )

@@ -97,20 +97,7 @@ def summarize_checkpoint(path: Path) -> dict[str, Any]:
     training, validation, corpus, vocab and tensors. Values missing from the
     checkpoint are None.
     """
-    path = Path(path)
-    if path.is_dir():
-        if not (path / paths.LATEST).is_file():
-            if not (path / paths.RUN_INFO).is_file():
-                raise UserError(
-                    f"{path} is a folder, not a checkpoint file or a run folder",
-                    hint="pass a .ckpt file, or a run folder listed by `charlstm runs`",
-                )
-            raise UserError(
-                f"run folder {path} has no {paths.LATEST} yet",
-                hint="a run saves it at the end of its first epoch, when --max-steps "
-                "stops it, or on Ctrl-C; pass another .ckpt file, or wait",
-            )
-        path = path / paths.LATEST
+    path = paths.checkpoint_for(Path(path))
     raw = read_checkpoint_summary(path, verify=True)
     metadata = raw["metadata"]
     history = _list_of_dicts(metadata.get("history"))

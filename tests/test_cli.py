@@ -1229,3 +1229,14 @@ def test_run_folder_stands_for_its_latest_checkpoint(trained, invoke, command):
     result = invoke(command[0], run, *command[1:])
     assert result.exit_code == 0, result.output
     assert f"Using {run / 'latest.ckpt'}" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["generate", "resume"])
+def test_folder_that_is_not_a_run_rejected(invoke, tmp_path, command):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    result = invoke(command, plain)
+    assert result.exit_code == 1, result.output
+    assert error_lines(result.stderr) == [
+        f"Error: {plain} is a folder, not a checkpoint file or a run folder"
+    ]

@@ -254,6 +254,16 @@ def test_resume_max_steps_below_current_step(invoke, finished_run):
     assert snapshot(finished_run) == before
 
 
+def test_resume_finished_run_names_both_limits(invoke, finished_run):
+    result = invoke("resume", "--max-steps", "10")
+    assert result.exit_code == 1
+    assert error_line(result) == (
+        "Error: this run has completed --epochs 1 and is at or past --max-steps 10 "
+        "(epoch 1, step 42)"
+    )
+    assert "Hint: pass --epochs above 1 and --max-steps above 42" in result.stderr
+
+
 def test_resume_undecodable_corpus_hint(invoke, finished_run, tmp_path):
     before = snapshot(finished_run)
     latin1 = tmp_path / "latin1.txt"
