@@ -41,10 +41,10 @@ _HEADER_ALIGNMENT = 8
 _HASH_CHUNK_BYTES = 1 << 20
 _SNIFF_BYTES = 512
 _RECOVERY_HINT = (
-    "Use best.ckpt or an epoch-NNNN.ckpt from the same run folder, "
-    "or start a new run with `charlstm train`."
+    "use best.ckpt or an epoch-NNNN.ckpt from the same run folder, "
+    "or start a new run with 'charlstm train'"
 )
-_NOT_CHECKPOINT_HINT = "Pass a .ckpt file written by `charlstm train`."
+_NOT_CHECKPOINT_HINT = "pass a .ckpt file written by 'charlstm train'"
 
 
 class Tensor(NamedTuple):
@@ -276,10 +276,12 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     listed in docs/checkpoint-format.md.
     """
     path = Path(path)
-    header = _read_header(path)
     checksum = hashlib.sha256()
     tensors: dict[str, Tensor] = {}
-    with _open_for_reading(path) as file:
+    # one open file for the header and the data, so that a save replacing
+    # the file meanwhile cannot pair one file's header with another's data
+    with _open_checkpoint(path) as file:
+        header = _read_header(path, file)
         file.seek(header.data_start)
         for name, entry in header.entries.items():
             data = file.read(entry.end - entry.begin)
@@ -303,11 +305,11 @@ def read_checkpoint_summary(path: Path, verify: bool = True) -> dict[str, Any]:
     and shape).
     """
     path = Path(path)
-    header = _read_header(path)
-    if verify:
-        checksum = hashlib.sha256()
-        remaining = header.file_size - header.data_start
-        with _open_for_reading(path) as file:
+    with _open_checkpoint(path) as file:
+        header = _read_header(path, file)
+        if verify:
+            checksum = hashlib.sha256()
+            remaining = header.file_size - header.data_start
             file.seek(header.data_start)
             while remaining > 0:
                 chunk = file.read(min(remaining, _HASH_CHUNK_BYTES))
@@ -315,7 +317,7 @@ def read_checkpoint_summary(path: Path, verify: bool = True) -> dict[str, Any]:
                     break
                 checksum.update(chunk)
                 remaining -= len(chunk)
-        _check_checksum(path, header.metadata, checksum.hexdigest())
+            _check_checksum(path, header.metadata, checksum.hexdigest())
     return {
         "path": str(path),
         "file_size_bytes": header.file_size,
@@ -335,7 +337,7 @@ def _open_for_reading(path: Path):
         raise CheckpointError(
             path,
             f"checkpoint not found: {path}",
-            "Check the path, or run `charlstm runs` to list saved runs.",
+            "check the path, or run 'charlstm runs' to list saved runs",
         ) from None
     except IsADirectoryError:
         raise _folder_error(path) from None
@@ -353,44 +355,48 @@ def _folder_error(path: Path) -> CheckpointError:
     return CheckpointError(
         path,
         f"{path} is a folder, not a checkpoint file",
-        f"Pass a checkpoint file inside it, for example {example}.",
+        f"pass a checkpoint file inside it, for example {example}",
     )
 
 
-def _read_header(path: Path) -> _Header:
-    """Read and validate everything up to the tensor data."""
+def _open_checkpoint(path: Path):
+    """Open checkpoint `path` for reading, or raise CheckpointError."""
     if path.is_dir():
         raise _folder_error(path)
-    with _open_for_reading(path) as file:
-        file_size = os.fstat(file.fileno()).st_size
-        if file_size == 0:
-            raise CheckpointError(
-                path,
-                f"checkpoint {path} is empty (0 bytes)",
-                _RECOVERY_HINT,
-            )
-        prefix = file.read(_SNIFF_BYTES)
-        if file_size < 8:
-            raise _unrecognised(
-                path, prefix, f"is too short ({file_size} bytes) to be a checkpoint"
-            )
-        (header_size,) = struct.unpack("<Q", prefix[:8])
-        looks_like_json = prefix[8:9] == b"{"
-        if not looks_like_json:
-            raise _unrecognised(
-                path, prefix, "does not start with a safetensors header"
-            )
-        if 8 + header_size > file_size:
-            if describe_file_type(path, prefix) is not None:
-                raise _unrecognised(path, prefix, "")
-            raise CheckpointError(
-                path,
-                f"checkpoint {path} is truncated: its header needs {8 + header_size} "
-                f"bytes but the file has {file_size}",
-                _RECOVERY_HINT,
-            )
-        file.seek(8)
-        raw_header = file.read(header_size)
+    return _open_for_reading(path)
+
+
+def _read_header(path: Path, file: Any) -> _Header:
+    """Read and validate everything up to the tensor data from open `file`."""
+    file_size = os.fstat(file.fileno()).st_size
+    if file_size == 0:
+        raise CheckpointError(
+            path,
+            f"checkpoint {path} is empty (0 bytes)",
+            _RECOVERY_HINT,
+        )
+    prefix = file.read(_SNIFF_BYTES)
+    if file_size < 8:
+        raise _unrecognised(
+            path, prefix, f"is too short ({file_size} bytes) to be a checkpoint"
+        )
+    (header_size,) = struct.unpack("<Q", prefix[:8])
+    looks_like_json = prefix[8:9] == b"{"
+    if not looks_like_json:
+        raise _unrecognised(
+            path, prefix, "does not start with a safetensors header"
+        )
+    if 8 + header_size > file_size:
+        if describe_file_type(path, prefix) is not None:
+            raise _unrecognised(path, prefix, "")
+        raise CheckpointError(
+            path,
+            f"checkpoint {path} is truncated: its header needs {8 + header_size} "
+            f"bytes but the file has {file_size}",
+            _RECOVERY_HINT,
+        )
+    file.seek(8)
+    raw_header = file.read(header_size)
 
     try:
         header = json.loads(raw_header.decode("utf-8"))
@@ -559,7 +565,7 @@ def _check_checksum(path: Path, metadata: dict[str, Any], actual: str) -> None:
             path,
             f"checkpoint {path} is corrupted: the SHA-256 checksum of its tensor data "
             "does not match the one stored when it was saved",
-            "The file changed after it was written (disk or copy error). "
+            "the file changed after it was written (disk or copy error); "
             + _RECOVERY_HINT,
         )
 

@@ -638,3 +638,26 @@ def test_prune_counts_only_files_that_belong(tmp_path: Path):
         "epoch-0000.ckpt",
         "epoch-0003.ckpt",
     ]
+
+
+@pytest.mark.parametrize("reader", ["load_checkpoint", "read_checkpoint_summary"])
+def test_read_survives_a_save_replacing_the_file(monkeypatch, tmp_path, reader):
+    # A reader such as generate can open latest.ckpt while training saves a new
+    # one: the header and the data must come from the same file.
+    path, newer = tmp_path / "latest.ckpt", tmp_path / "newer.ckpt"
+    save_checkpoint(path, sample_tensors(), sample_metadata())
+    changed = dict(sample_tensors())
+    changed["scalar"] = Tensor("F32", (), struct.pack("<f", 3.0))
+    save_checkpoint(newer, changed, sample_metadata())
+    read_header_once = ckpt._read_header
+
+    def read_then_replace(*args):
+        header = read_header_once(*args)
+        os.replace(newer, path)  # the save lands between header and data
+        return header
+
+    monkeypatch.setattr(ckpt, "_read_header", read_then_replace)
+    result = getattr(ckpt, reader)(path)
+    if reader == "load_checkpoint":
+        tensors, _ = result
+        assert tensors["scalar"].data == struct.pack("<f", 2.0)
