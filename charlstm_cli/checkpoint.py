@@ -448,7 +448,7 @@ def _parse_metadata(path: Path, raw: Any) -> dict[str, Any]:
             f"checkpoint {path} uses format version {version_text}, written by charlstm "
             f"{writer}; this charlstm {__version__} reads format version "
             f"{FORMAT_VERSION} and older",
-            f"Upgrade charlstm to {writer} or newer: pip install --upgrade charlstm",
+            f"upgrade charlstm to {writer} or newer: pip install --upgrade charlstm",
         )
     if not re.fullmatch(r"[0-9a-f]{64}", raw.get("checksum", "")):
         raise CheckpointError(

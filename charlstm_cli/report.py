@@ -434,7 +434,7 @@ def load_plot_history(source: Path | None, run_dir: Path | None = None) -> PlotH
     except FileNotFoundError:
         raise UserError(
             f"not found: {source}",
-            hint="Pass a run folder, a checkpoint or metrics.jsonl.",
+            hint="pass a run folder, a checkpoint or metrics.jsonl",
         ) from None
     if source.is_dir():
         run = source
@@ -445,7 +445,7 @@ def load_plot_history(source: Path | None, run_dir: Path | None = None) -> PlotH
         else:
             raise UserError(
                 f"{run} contains no {paths.METRICS} or {paths.LATEST}",
-                hint="Pass a run folder written by `charlstm train` (see `charlstm runs`).",
+                hint="pass a run folder written by 'charlstm train' (see 'charlstm runs')",
             )
         output = run / "loss.png"
         title = run.name
@@ -461,7 +461,7 @@ def load_plot_history(source: Path | None, run_dir: Path | None = None) -> PlotH
     if not records:
         raise UserError(
             f"{source} has no training metrics yet",
-            hint="Metrics appear after the first logged training step.",
+            hint="metrics appear after the first logged training step",
         )
     return PlotHistory(records, title, output)
 
@@ -472,7 +472,7 @@ def _newest_run(run_dir: Path | None) -> Path:
     if run is None:
         raise UserError(
             f"no training runs found in {paths.runs_folder(home)}",
-            hint="Train a model with `charlstm train`, or pass --run-dir or a path.",
+            hint="train a model with 'charlstm train', or pass --run-dir or a path",
         )
     return run
 
@@ -703,12 +703,12 @@ def check_plot_target(target: Path) -> None:
     """Reject an output path that is not a .png file, or that would replace another kind of file."""
     if target.is_dir():
         raise UserError(
-            f"plot output {target} is a folder", hint="Pass --out with a .png file name."
+            f"plot output {target} is a folder", hint="pass --out with a .png file name"
         )
     if target.suffix.lower() != ".png":
         raise UserError(
             f"plot output {target} does not end in .png; plots are PNG images",
-            hint="Pass --out with a .png file name.",
+            hint="pass --out with a .png file name",
         )
     if target.exists():
         with open(target, "rb") as existing:
@@ -716,7 +716,7 @@ def check_plot_target(target: Path) -> None:
                 raise UserError(
                     f"plot output {target} exists and is not a PNG image, "
                     "so it was left unchanged",
-                    hint="Pass --out with a new file name.",
+                    hint="pass --out with a new file name",
                 )
 
 
@@ -734,7 +734,7 @@ def save_figure(figure, target: Path) -> None:
     except OSError as exc:
         raise UserError(
             f"cannot write plot {target}: {exc.strerror or exc}",
-            hint="Pass --out with a path in a writable folder.",
+            hint="pass --out with a path in a writable folder",
         ) from None
     finally:
         paths.remove_temporary_file(temporary)

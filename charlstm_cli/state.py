@@ -145,7 +145,7 @@ def _section(path: Path, metadata: dict[str, Any], key: str, kind: type) -> Any:
             path,
             f"checkpoint {path} has no valid {key!r} metadata, so it was not "
             "written by 'charlstm train'",
-            "Pass a checkpoint from a charlstm run folder.",
+            "pass a checkpoint from a charlstm run folder",
         )
     return value
 
@@ -157,7 +157,7 @@ def _build(path: Path, cls: type, values: dict[str, Any], key: str) -> Any:
         raise CheckpointError(
             path,
             f"checkpoint {path} lacks {key} settings {', '.join(missing)}",
-            "It may come from an older charlstm; start a new run with 'charlstm train'.",
+            "it may come from an older charlstm; start a new run with 'charlstm train'",
         )
     return cls(**{name: values[name] for name in names})
 
@@ -222,7 +222,7 @@ def _invalid(path: Path, field_name: str, value: Any, expected: str) -> Checkpoi
         path,
         f"checkpoint {path} has an invalid {field_name}: {value!r} "
         f"(expected {expected})",
-        "The file was edited or damaged. Use another checkpoint from the run folder.",
+        "the file was edited or damaged; use another checkpoint from the run folder",
     )
 
 
@@ -416,14 +416,14 @@ def _copy_into(
         raise CheckpointError(
             path,
             f"checkpoint {path} lacks tensor {name!r}",
-            "It may be damaged or come from another program; use another checkpoint.",
+            "it may be damaged or come from another program; use another checkpoint",
         )
     if tensor.dtype != "F32" or tuple(tensor.shape) != tuple(shape):
         raise CheckpointError(
             path,
             f"checkpoint {path}: tensor {name!r} is {tensor.dtype} {list(tensor.shape)}, "
             f"but its model settings need F32 {list(shape)}",
-            "The file is inconsistent; use another checkpoint from the run folder.",
+            "the file is inconsistent; use another checkpoint from the run folder",
         )
     values = memoryview(tensor.data).cast("B")
     if not _LITTLE_ENDIAN:

@@ -487,7 +487,7 @@ def test_plot_read_only_folder(home: Path, tmp_path: Path, monkeypatch):
     monkeypatch.setattr(Path, "unlink", fail_read_only)
     error = invoke_error("plot", str(home / "runs" / "alpha"), "--out", str(target))
     assert error.message == f"cannot write plot {target}: Read-only file system"
-    assert error.hint == "Pass --out with a path in a writable folder."
+    assert error.hint == "pass --out with a path in a writable folder"
     assert target.read_bytes() == PNG_SIGNATURE + b"old"
 
 
