@@ -66,7 +66,8 @@ def report_click_error(exc: Exception, argv: list[str], commands: set[str]) -> i
         if text:
             sys.stderr.write(text + "\n")
         return exc.exit_code
-    message = exc.format_message().rstrip(".")
+    # Typer words some choice errors as "Value error, 'x' is not one of ..."
+    message = exc.format_message().rstrip(".").replace(": Value error, ", ": ")
     if not isinstance(exc, _USAGE_ERROR):
         print_error(message)
         return exc.exit_code

@@ -1130,6 +1130,11 @@ def test_module_resume_metrics_too_large(run_module, corpus, tiny):
             "Hint: run 'charlstm train --help'",
         ),
         (
+            ["train", "--optimizer", "rmsprop"],
+            "Error: Invalid value for '--optimizer': 'rmsprop' is not one of",
+            "Hint: run 'charlstm train --help'",
+        ),
+        (
             ["generate", "--seed"],
             "Error: Option '--seed' requires an argument",
             "Hint: run 'charlstm generate --help' to see the options",
