@@ -121,7 +121,7 @@ def default_checkpoint(home: Path) -> Path:
     raise UserError(f"the newest run {newest} has no checkpoint yet", hint=hint)
 
 
-# Longest run name: a folder name may have 255 bytes, and temporary files
+# Maximum run name length: a folder name may have 255 bytes, and temporary files
 # inside the folder add their own prefixes and suffixes to names.
 MAX_RUN_NAME = 200
 

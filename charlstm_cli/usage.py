@@ -58,7 +58,7 @@ def report_click_error(exc: Exception, argv: list[str], commands: set[str]) -> i
     """Print a Click error as Error and Hint lines; return its exit code.
 
     `commands` are the group's command names, used to find the command that
-    a parse error belongs to when Click does not say.
+    a parse error belongs to when the exception has no context.
     """
     if type(exc).__name__ == "NoArgsIsHelpError":
         # the message is the help text, already printed when Rich formats help
