@@ -708,17 +708,28 @@ def test_signal_saves_and_resumes(
     assert resumed["progress"]["step"] == stopped_at + 5
 
 
-def test_ignored_sigint_stays_ignored(run_module, corpus, tiny, charlstm_home):
-    # a shell starts a background job with SIGINT ignored, so that Ctrl-C
-    # aimed at the shell's foreground does not reach it
-    run = charlstm_home / "runs" / "background"
+def start_endless_training(run_module, corpus, tiny, run: Path, **options):
+    """Start `charlstm train` into run folder `run` in the background."""
     command = [sys.executable, "-m", "charlstm_cli", "train", "--corpus", str(corpus)]
-    command += [*tiny, "--epochs", "100000", "--name", "background"]
-    process = subprocess.Popen(
+    command += [*tiny, "--epochs", "100000", "--name", run.name]
+    return subprocess.Popen(
         command,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=run_module.env,
+        **options,
+    )
+
+
+def test_ignored_sigint_stays_ignored(run_module, corpus, tiny, charlstm_home):
+    # a shell starts a background job with SIGINT ignored, so that Ctrl-C
+    # aimed at the shell's foreground does not reach it
+    run = charlstm_home / "runs" / "background"
+    process = start_endless_training(
+        run_module,
+        corpus,
+        tiny,
+        run,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
@@ -739,14 +750,7 @@ def test_resume_during_training_rejected(
     run_module, corpus, tiny, charlstm_home, invoke
 ):
     run = charlstm_home / "runs" / "busy"
-    command = [sys.executable, "-m", "charlstm_cli", "train", "--corpus", str(corpus)]
-    command += [*tiny, "--epochs", "100000", "--name", "busy"]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=run_module.env,
-    )
+    process = start_endless_training(run_module, corpus, tiny, run)
     try:
         deadline = time.monotonic() + 30
         while not (run / "latest.ckpt").exists():
