@@ -1225,10 +1225,11 @@ def _resume_corpus(run: RunState, override: Path | None, allow_new: bool) -> str
         if "--encoding" not in (exc.hint or ""):
             raise
         # resume has no --encoding: the run decodes its corpus as it did when training
+        wanted = "a text file in that encoding" if allow_new else "the file it trained on"
         raise UserError(
             exc.message,
-            hint=f"this run decodes its corpus as {encoding}; pass the file it trained "
-            "on with --corpus",
+            hint=f"this run decodes its corpus as {encoding}; pass {wanted} with "
+            "--corpus",
         ) from None
     changes = []
     if corpus.size_bytes != record["size_bytes"]:

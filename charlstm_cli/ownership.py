@@ -46,6 +46,8 @@ def check_resume_folder(folder: Path, checkpoint: Path, run: RunState) -> None:
                 "move that file out of the folder (or delete it if it is a damaged "
                 f"checkpoint of this run), or {hint}"
             )
+        elif "is not a file" in reason:
+            hint = f"move that entry out of the folder, or {hint}"
         raise UserError(
             f"cannot resume {checkpoint} in folder {folder}: {reason}", hint=hint
         )

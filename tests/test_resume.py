@@ -279,6 +279,18 @@ def test_resume_undecodable_corpus_hint(invoke, finished_run, tmp_path):
     assert snapshot(finished_run) == before
 
 
+def test_resume_undecodable_new_corpus_hint(invoke, finished_run, tmp_path):
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\u00e9 au lait\n".encode("latin-1") * 200)
+    args = ["--epochs", "2", "--corpus", latin1, "--allow-new-corpus"]
+    result = invoke("resume", *args)
+    assert result.exit_code == 1
+    assert (
+        "Hint: this run decodes its corpus as utf-8; pass a text file in that "
+        "encoding with --corpus"
+    ) in " ".join(result.stderr.split())
+
+
 def test_resume_changed_corpus_rejected(invoke, finished_run, corpus):
     before = snapshot(finished_run)
     corpus.write_text(corpus.read_text() + "KING.\nMore lines.\n")
@@ -798,6 +810,7 @@ def test_resume_rejects_folder_named_like_latest(invoke, corpus, tiny, tmp_path)
     result = invoke("resume", copy / "epoch-0001.ckpt", "--epochs", "2")
     assert result.exit_code == 1, result.output
     assert "the folder's latest.ckpt is not a file" in result.stderr
+    assert "Hint: move that entry out of the folder" in result.stderr
     assert sorted(path.name for path in copy.iterdir()) == [
         "epoch-0001.ckpt",
         "latest.ckpt",
