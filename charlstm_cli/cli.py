@@ -1225,7 +1225,9 @@ def _resume_corpus(run: RunState, override: Path | None, allow_new: bool) -> str
         if "--encoding" not in (exc.hint or ""):
             raise
         # resume has no --encoding: the run decodes its corpus as it did when training
-        wanted = "a text file in that encoding" if allow_new else "the file it trained on"
+        wanted = "the file it trained on"
+        if allow_new:
+            wanted = "a text file in that encoding"
         raise UserError(
             exc.message,
             hint=f"this run decodes its corpus as {encoding}; pass {wanted} with "
