@@ -62,7 +62,7 @@ class NonFiniteError(CharLSTMError, ArithmeticError):
 class LibraryNotFoundError(FileNotFoundError):
     """The compiled library is missing or does not match this package.
 
-    `hint`, when set, says how to get a library that matches.
+    `hint`, when set, describes how to get a library that matches.
     """
 
     def __init__(self, message: str, hint: str | None = None):

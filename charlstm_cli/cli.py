@@ -118,7 +118,7 @@ def _describe_known_error(exc: BaseException) -> tuple[str, str | None, int] | N
         return exc.message, exc.hint, exc.exit_code
     native = sys.modules.get("charlstm_cli._native")
     if native is not None and isinstance(exc, native.OutOfMemoryError):
-        # the C function's name means nothing to a user; the reason does
+        # The message drops the C function's name, which means nothing to a user.
         return (
             str(exc).removeprefix(f"{exc.function}: "),
             "lower --hidden-size (memory grows with its square), --layers, "
@@ -216,8 +216,9 @@ def _in_range(
     """Return an option parser that reads a float and rejects out-of-range values.
 
     NaN, infinities and values beyond float32, the engine's number type, are
-    rejected too, and so are nonzero values too small for a normal float32. Messages quote the value as typed, because 1e39 would
-    otherwise print as 1e+39.
+    rejected too, and so are nonzero values too small for a normal float32.
+    Messages quote the value as typed, because 1e39 would otherwise print as
+    1e+39.
     """
     bounds = []
     if low is not None:
@@ -817,7 +818,7 @@ CheckpointArg = Annotated[
 def _chosen_checkpoint(checkpoint: Path | None, run_dir: Path | None) -> Path:
     """Return `checkpoint`, else the newest run's latest.ckpt, named on stderr.
 
-    A run folder given as `checkpoint` stands for its latest.ckpt, as in inspect.
+    A run folder given as `checkpoint` means its latest.ckpt, as in inspect.
     """
     if checkpoint is not None:
         path = paths.checkpoint_for(checkpoint)
@@ -1225,13 +1226,13 @@ def _resume_corpus(run: RunState, override: Path | None, allow_new: bool) -> str
         if "--encoding" not in (exc.hint or ""):
             raise
         # resume has no --encoding: the run decodes its corpus as it did when training
-        wanted = "the file it trained on"
+        expected_file = "the file it trained on"
         if allow_new:
-            wanted = "a text file in that encoding"
+            expected_file = "a text file in that encoding"
         raise UserError(
             exc.message,
-            hint=f"this run decodes its corpus as {encoding}; pass {wanted} with "
-            "--corpus",
+            hint=f"this run decodes its corpus as {encoding}; "
+            f"pass {expected_file} with --corpus",
         ) from None
     changes = []
     if corpus.size_bytes != record["size_bytes"]:

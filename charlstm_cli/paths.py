@@ -127,7 +127,7 @@ MAX_RUN_NAME = 200
 
 
 def check_run_name(name: str) -> None:
-    """Raise UserError (a usage error, exit 2) unless `name` suits one folder."""
+    """Raise UserError (a usage error, exit 2) unless `name` is a valid folder name."""
     too_long = len(name) > MAX_RUN_NAME
     if not _VALID_NAME.match(name) or name in (".", "..") or too_long:
         raise UserError(
@@ -157,12 +157,15 @@ def create_run_folder(home: Path, name: str | None) -> Path:
     """
     if name is None:
         # Another train started in the same second may take the name between
-        # the check and mkdir; then the next free name is tried.
+        # the check and mkdir, so the loop then tries the next free name.
         for _ in range(100):
             run = runs_folder(home) / new_run_name(home)
             if _make_run_folder(run):
                 return run
-        raise UserError(f"cannot find a free run name in {runs_folder(home)}")
+        raise UserError(
+            f"no free run name left in {runs_folder(home)}",
+            hint="pass a name with --name",
+        )
     check_run_name(name)
     run = runs_folder(home) / name
     if not _make_run_folder(run):
@@ -174,7 +177,7 @@ def create_run_folder(home: Path, name: str | None) -> Path:
 
 
 def _make_run_folder(run: Path) -> bool:
-    """Create `run`; return False if it exists already."""
+    """Create `run`, and return False if it exists already."""
     try:
         run.mkdir(parents=True)
     except FileExistsError:

@@ -47,7 +47,7 @@ class PlainErrorsGroup(TyperGroup):
         except typer.Abort:
             print_error("aborted")
             result = 1
-        # A command that finishes returns None; typer.Exit gives its code.
+        # A command that finishes returns None, and typer.Exit returns its code.
         code = result if isinstance(result, int) else 0
         if standalone_mode:
             sys.exit(code)
@@ -55,7 +55,7 @@ class PlainErrorsGroup(TyperGroup):
 
 
 def report_click_error(exc: Exception, argv: list[str], commands: set[str]) -> int:
-    """Print a Click error as Error and Hint lines; return its exit code.
+    """Print a Click error as Error and Hint lines, and return its exit code.
 
     `commands` are the group's command names, used to find the command that
     a parse error belongs to when the exception has no context.

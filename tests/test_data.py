@@ -346,7 +346,7 @@ def test_metrics_write_error_survives_failed_cleanup(monkeypatch, tmp_path):
     assert training.run.history == []
 
 
-def test_run_name_taken_by_a_concurrent_train_moves_on(monkeypatch, tmp_path):
+def test_taken_run_name_gets_next_suffix(monkeypatch, tmp_path):
     # another train creates the folder between new_run_name and mkdir
     (tmp_path / "runs" / "20261204-213447").mkdir(parents=True)
     names = iter(["20261204-213447", "20261204-213447-2"])

@@ -19,11 +19,11 @@ def test_abi_and_struct_sizes_match():
     assert N.lib.charlstm_sizeof(b"no_such_struct") == 0
 
 
-def test_library_found_in_either_folder_of_an_editable_install(
+def test_library_found_in_editable_install(
     monkeypatch, tmp_path
 ):
-    # an editable install makes the package span the installed folder, which
-    # holds the library, and the source checkout
+    # an editable install spreads the package over the installed folder, which
+    # contains the library, and the source checkout
     from importlib.readers import MultiplexedPath
 
     checkout, installed = tmp_path / "checkout", tmp_path / "installed"

@@ -307,7 +307,7 @@ static void check_row_split(const char *path, int M, int N, int K, int parts)
 }
 
 // Checks the packed layout itself, padding included, against the documented one: panel j/32
-// holds row k of column j at k * 32 + j % 32, and columns past N are zero.
+// contains row k of column j at k * 32 + j % 32, and columns past N are zero.
 static void check_pack_layout(const char *path, int transposed, int K, int N)
 {
     int ld = (transposed ? K : N) + 3;
