@@ -725,8 +725,12 @@ def save_figure(figure, target: Path) -> None:
 
     Raises UserError when the path is not a .png file, would replace a file
     that is not a PNG, or cannot be written. The previous file stays intact.
+    A symbolic link stays a link: the file it points to is replaced.
     """
     check_plot_target(target)
+    if target.is_symlink():
+        # replace the file the link points to and keep the link, as cp would
+        target = Path(os.path.realpath(target))
     temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
         figure.savefig(temporary, format="png", dpi=100)

@@ -500,6 +500,18 @@ def test_plot_replaces_existing_png(home: Path, tmp_path: Path):
     assert not list(tmp_path.glob(".old.png.tmp-*"))
 
 
+def test_plot_through_symlink_keeps_link(home: Path, tmp_path: Path):
+    target = tmp_path / "plots" / "loss.png"
+    target.parent.mkdir()
+    target.write_bytes(PNG_SIGNATURE + b"stale")
+    link = tmp_path / "latest.png"
+    link.symlink_to(target)
+    invoke("plot", str(home / "runs" / "alpha"), "--out", str(link))
+    assert link.is_symlink()
+    assert_png(target)
+    assert not list(target.parent.glob(".loss.png.tmp-*"))
+
+
 # ---------------------------------------------------------------------------
 # runs
 
