@@ -7,10 +7,12 @@ stderr through `console`.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +33,22 @@ if TYPE_CHECKING:
     from .state import RunState
     from .train import EpochEvent, Outcome, StepEvent
 
-console = Console(stderr=True, highlight=False)
+
+
+class _StderrConsole(Console):
+    """A Rich console whose closed pipe reaches the caller as BrokenPipeError.
+
+    Rich's own handling points stdout at /dev/null and exits with status 1,
+    which would skip the save that training makes when its output goes away.
+    Later output to the closed pipe is dropped.
+    """
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
+console = _StderrConsole(stderr=True, highlight=False)
 logger = logging.getLogger("charlstm")
 
 # Weight of the newest step in the progress bar's smoothed loss.
@@ -187,8 +204,13 @@ class TrainDisplay:
 
     def __exit__(self, *exc: Any) -> None:
         if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+            progress, self.progress = self.progress, None
+            try:
+                progress.stop()
+            except OSError:
+                # the terminal is gone, and the error that stopped training reports it
+                if exc[0] is None:
+                    raise
 
     def print(self, renderable: Any) -> None:
         console.print(renderable, soft_wrap=True)

@@ -110,12 +110,18 @@ def sample_text(
         return decode(sampler.generate(length, SAMPLE_TEMPERATURE), vocab)
 
 
+# SIGHUP arrives when the terminal closes, such as a dropped ssh session
+_STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
 class StopSignals:
-    """Records SIGINT and SIGTERM instead of raising, so a step and a save finish.
+    """Records SIGINT, SIGTERM and SIGHUP instead of raising, so a step and a save finish.
 
     Every signal after the first is ignored, so a second Ctrl-C cannot cut the
     final save short. Once a signal has arrived, leaving `installed()` sets
-    both signals to SIG_IGN instead of restoring the old handlers, because the
+    the signals to SIG_IGN instead of restoring the old handlers, because the
     process is about to exit and a late Ctrl-C would only kill it mid-output.
     A signal that was already ignored when training started stays ignored, as
     a shell arranges for a job it starts in the background.
@@ -135,7 +141,7 @@ class StopSignals:
     def installed(self):
         watched = [
             signum
-            for signum in (signal.SIGINT, signal.SIGTERM)
+            for signum in _STOP_SIGNALS
             if signal.getsignal(signum) is not signal.SIG_IGN
         ]
         previous = {signum: signal.signal(signum, self._handle) for signum in watched}
@@ -146,6 +152,17 @@ class StopSignals:
                 if self.received is not None:
                     handler = signal.SIG_IGN
                 signal.signal(signum, handler)
+
+
+def _report(callback: Callable[[Any], None] | None, event: Callable[[], Any]) -> OSError | None:
+    """Call `callback` with event(), and return the OSError raised if its output failed."""
+    if callback is None:
+        return None
+    try:
+        callback(event())
+    except OSError as exc:
+        return exc
+    return None
 
 
 def exit_code_for_signal(signum: int) -> int:
@@ -285,13 +302,19 @@ class Training:
         on_epoch: Callable[[EpochEvent], None] | None = None,
         stop_requested: Callable[[], bool] = lambda: False,
     ) -> Outcome:
-        """Train until a limit, a signal, a non-finite loss or divergence stops it."""
+        """Train until a limit, a signal, a non-finite loss or divergence stops it.
+
+        When a callback cannot write its output (OSError, such as a closed
+        pipe on stderr), training stops as for a signal, saves latest.ckpt,
+        and then raises that error.
+        """
         progress = self.run.progress
         self._session_start = time.perf_counter()
         self._elapsed_before = progress.elapsed
         self._window_start = (self._session_start, progress.step)
         outcome = Outcome(StopReason.COMPLETED)
         first_step = progress.step
+        output_error: OSError | None = None
 
         while not self.limit_reached():
             inputs, targets = self.train_batches.batch(progress.epoch_step)
@@ -308,13 +331,11 @@ class Training:
                 outcome = self._stop_bad_loss(StopReason.DIVERGED, loss)
                 break
             record = self._maybe_log(loss, grad_norm)
-            if on_step is not None:
-                on_step(self._step_event(loss, grad_norm, record))
+            output_error = _report(on_step, lambda: self._step_event(loss, grad_norm, record))
             if progress.epoch_step == self.steps_per_epoch:
                 event = self._finish_epoch()
-                if on_epoch is not None:
-                    on_epoch(event)
-            if stop_requested():
+                output_error = _report(on_epoch, lambda: event) or output_error
+            if stop_requested() or output_error is not None:
                 outcome = Outcome(StopReason.INTERRUPTED)
                 break
 
@@ -330,6 +351,9 @@ class Training:
         outcome.chars_run = outcome.steps_run * self.chars_per_step
         outcome.seconds = time.perf_counter() - self._session_start
         outcome.checkpoints = self._existing_checkpoints()
+        if output_error is not None:
+            # the checkpoint is saved; the caller decides how to exit
+            raise output_error
         return outcome
 
     def _count_step(self, loss: float) -> None:

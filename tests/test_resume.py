@@ -676,8 +676,9 @@ def wait_for_steps(
         ([signal.SIGINT], 130),
         ([signal.SIGINT, signal.SIGINT], 130),
         ([signal.SIGTERM], 143),
+        ([signal.SIGHUP], 129),
     ],
-    ids=["sigint", "double-sigint", "sigterm"],
+    ids=["sigint", "double-sigint", "sigterm", "sighup"],
 )
 def test_signal_saves_and_resumes(
     run_module, corpus, tiny, charlstm_home, tmp_path, invoke, signals, exit_code
@@ -718,6 +719,38 @@ def test_signal_saves_and_resumes(
     assert result.exit_code == 0, result.output
     _, resumed = load_checkpoint(run / "latest.ckpt")
     assert resumed["progress"]["step"] == stopped_at + 5
+
+
+def test_closed_stderr_saves_and_exits(run_module, text_maker, tiny, charlstm_home, tmp_path):
+    # `charlstm train ... 2>&1 | head` closes the pipe while training runs. With
+    # thousands of steps per epoch, the pipe closes between two epoch ends.
+    corpus = tmp_path / "long.txt"
+    corpus.write_text(text_maker(300_000), encoding="utf-8")
+    run = charlstm_home / "runs" / "piped"
+    command = [sys.executable, "-m", "charlstm_cli", "train", "--corpus", str(corpus)]
+    command += [*tiny, "--epochs", "100000", "--name", run.name, "--log-every", "1"]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=run_module.env,
+    )
+    try:
+        wait_for_steps(run / "metrics.jsonl", process)
+        process.stderr.close()
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 128 + signal.SIGPIPE
+    _, metadata = load_checkpoint(run / "latest.ckpt")
+    # saved at the step whose line could not be written, not at an epoch end
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [record["step"] for record in records if record.get("kind") == "step"]
+    assert metadata["progress"]["step"] == steps[-1]
+    assert metadata["progress"]["finished"] is False
+    assert not list(run.glob(".*.tmp-*"))
 
 
 def start_endless_training(run_module, corpus, tiny, run: Path, **options):
