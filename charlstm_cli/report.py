@@ -81,27 +81,42 @@ def inspect_command(
         ),
     ] = False,
 ) -> None:
-    """Show what a checkpoint contains: model, training state, validation loss, corpus."""
-    summary = summarize_checkpoint(checkpoint)
+    """Show what a checkpoint contains: model, training state, validation loss, corpus.
+
+    Exits 1 after the summary when generate and resume would reject the
+    checkpoint's metadata, such as a hand-edited field.
+    """
+    summary, problem = _summary_and_problem(checkpoint)
     if json_output:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
     else:
         Console().print(render_summary(summary))
+    if problem is not None:
+        raise problem
 
 
 def summarize_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint's header, verify its checksum and return a summary dict.
 
-    The keys are stable for scripts: path, file_size_bytes, format,
-    format_version, charlstm_version, checksum_sha256, saved_at, model,
-    training, validation, corpus, vocab and tensors. Values missing from the
-    checkpoint are None.
+    The keys are stable for scripts: usable, problem, path, file_size_bytes,
+    format, format_version, charlstm_version, checksum_sha256, saved_at,
+    model, training, validation, corpus, vocab and tensors. `usable` is false
+    when generate and resume would reject the metadata, and `problem` then
+    gives the reason. Values missing from the checkpoint are None.
     """
+    return _summary_and_problem(path)[0]
+
+
+def _summary_and_problem(path: Path) -> tuple[dict[str, Any], CheckpointError | None]:
+    """Return summarize_checkpoint's dict and the metadata error behind `usable`."""
     path = paths.checkpoint_for(Path(path))
     raw = read_checkpoint_summary(path, verify=True)
     metadata = raw["metadata"]
     history = _list_of_dicts(metadata.get("history"))
-    return {
+    problem = _check_metadata(path, metadata)
+    summary = {
+        "usable": problem is None,
+        "problem": None if problem is None else problem.message,
         "path": str(path),
         "file_size_bytes": raw["file_size_bytes"],
         "format": metadata.get("format"),
@@ -119,6 +134,18 @@ def summarize_checkpoint(path: Path) -> dict[str, Any]:
             for name, info in raw["tensors"].items()
         ],
     }
+    return summary, problem
+
+
+def _check_metadata(path: Path, metadata: dict[str, Any]) -> CheckpointError | None:
+    """Return the error that generate and resume would raise for this metadata, or None."""
+    from .state import read_run_state
+
+    try:
+        read_run_state(path, metadata)
+    except CheckpointError as exc:
+        return exc
+    return None
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -293,6 +320,7 @@ def _file_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ("written by", f"charlstm {_text(summary['charlstm_version'])}"),
         ("saved at", _text(summary["saved_at"])),
         ("checksum", f"SHA-256 {summary['checksum_sha256'][:16]}… verified"),
+        ("usable", "yes" if summary["usable"] else "no: invalid metadata (below)"),
     ]
 
 

@@ -19,10 +19,13 @@ from array import array
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .checkpoint import CheckpointError, Tensor, load_checkpoint, save_checkpoint
-from .model import Model, Trainer
+
+if TYPE_CHECKING:
+    # the model module loads the native library, which reading metadata does not need
+    from .model import Model, Trainer
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
@@ -475,6 +478,8 @@ def save(path: Path, model: Model, trainer: Trainer, run: RunState) -> None:
 
 
 def build_model(settings: ModelSettings) -> Model:
+    from .model import Model
+
     return Model(
         settings.n_vocab,
         settings.n_hidden,

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,10 @@ import typer
 from typer.testing import CliRunner
 
 from charlstm_cli import __version__, cli, report
-from charlstm_cli.checkpoint import Tensor, save_checkpoint
+from charlstm_cli.checkpoint import Tensor, load_checkpoint, save_checkpoint
 from charlstm_cli.errors import UserError
 from charlstm_cli.model import Model, Trainer
+from charlstm_cli.state import Progress, TrainSettings
 
 CORPUS = "to be, or not to be:\nthat is the question.\t" * 8
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -128,14 +130,30 @@ def train_and_save(run: Path, n_steps: int = 24, steps_per_epoch: int = 8) -> di
             "forget_bias": 1.0,
             "init_seed": 7,
         },
-        "training": {
-            "batch_size": batch,
-            "seq_len": seq_len,
-            "optimizer": "adam",
-            "lr": 0.01,
-            "epochs": 5,
-            "max_steps": None,
-        },
+        "training": asdict(
+            TrainSettings(
+                batch_size=batch,
+                seq_len=seq_len,
+                optimizer="adam",
+                lr=0.01,
+                momentum=0.9,
+                weight_decay=0.0,
+                clip_norm=5.0,
+                clip_value=0.0,
+                dropout=0.0,
+                epochs=5,
+                max_steps=None,
+                lr_schedule="none",
+                lr_decay_every=1,
+                lr_decay_factor=1.0,
+                val_fraction=0.1,
+                rng_seed=7,
+                log_every=4,
+                keep_epochs=2,
+                sample_seed="to be",
+                sample_length=20,
+            )
+        ),
         "vocab": vocab,
         "corpus": {
             "path": "/data/hamlet.txt",
@@ -144,13 +162,15 @@ def train_and_save(run: Path, n_steps: int = 24, steps_per_epoch: int = 8) -> di
             "sha256": "ab" * 32,
             "n_chars": len(CORPUS),
         },
-        "progress": {
-            "epoch": n_steps // steps_per_epoch,
-            "step": n_steps,
-            "chars_seen": n_steps * batch * seq_len,
-            "lr": trainer.lr,
-            "finished": False,
-        },
+        "progress": asdict(
+            Progress(
+                epoch=n_steps // steps_per_epoch,
+                step=n_steps,
+                chars_seen=n_steps * batch * seq_len,
+                lr=trainer.lr,
+                train_rng=[1, 2, 3, 4],
+            )
+        ),
         "history": history,
         "best_val_loss": best,
         "saved_at": "2024-05-01T12:00:00+00:00",
@@ -276,6 +296,39 @@ def test_inspect_table(home: Path, alpha_metadata: dict):
 )
 def test_escape_char(ch: str, expected: str):
     assert report.escape_char(ch) == expected
+
+
+def test_inspect_json_usable(home: Path):
+    summary = json.loads(invoke("inspect", str(home / "runs" / "alpha"), "--json"))
+    assert summary["usable"] is True
+    assert summary["problem"] is None
+
+
+def test_inspect_edited_metadata(home: Path, tmp_path: Path):
+    # the checksum covers the tensors only, so an edited field still loads
+    run = home / "runs" / "alpha"
+    tensors, metadata = load_checkpoint(run / "latest.ckpt")
+    metadata["training"]["optimizer"] = "lion"
+    edited = tmp_path / "edited.ckpt"
+    save_checkpoint(edited, tensors, metadata)
+    result = runner.invoke(app, ["inspect", str(edited), "--json"])
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert summary["usable"] is False
+    assert "training.optimizer" in summary["problem"]
+    assert result.stderr.startswith(f"Error: {summary['problem']}\n")
+    assert "Hint: " in result.stderr
+
+
+def test_inspect_table_edited_metadata(home: Path, tmp_path: Path):
+    tensors, metadata = load_checkpoint(home / "runs" / "alpha" / "latest.ckpt")
+    del metadata["vocab"]
+    edited = tmp_path / "edited.ckpt"
+    save_checkpoint(edited, tensors, metadata)
+    result = runner.invoke(app, ["inspect", str(edited)])
+    assert result.exit_code == 1
+    assert "invalid metadata" in result.stdout
+    assert "'vocab'" in result.stderr
 
 
 def test_inspect_missing_file(tmp_path: Path):
