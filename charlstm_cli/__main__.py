@@ -1,6 +1,6 @@
 """Run the command line with `python -m charlstm_cli`."""
 
-from .cli import main
+from .launch import main
 
 if __name__ == "__main__":
     main()

@@ -47,6 +47,7 @@ from .output import (
     print_summary,
     print_warning,
     setup_logging,
+    stdout_pipe_closed,
     write_stdout,
 )
 from .usage import PlainErrorsGroup
@@ -186,7 +187,11 @@ def _closed_stdout() -> int:
 def _failed_stdout(exc: OSError) -> int:
     """Report a failed write to stdout, such as a full disk, and return exit code 1."""
     _silence_stdout()
-    print_error(f"cannot write to standard output: {exc.strerror or exc}")
+    print_error(
+        f"cannot write to standard output: {exc.strerror or exc}",
+        hint="check the file or device that standard output goes to, or redirect it "
+        "to another file",
+    )
     return 1
 
 
@@ -1375,8 +1380,15 @@ def main() -> None:
         app(prog_name="charlstm")
     except SystemExit as done:
         code = done.code
+        if code == 1 and stdout_pipe_closed():
+            # Click and Rich end help and other output to a closed pipe with exit 1
+            code = _closed_stdout()
     except StdoutError as exc:
         code = _failed_stdout(exc)
+    except KeyboardInterrupt:
+        # Ctrl-C before a command's own handler runs, such as while parsing options
+        print_line("Interrupted.", style="yellow")
+        code = 130
     try:
         sys.stdout.flush()
     except BrokenPipeError:

@@ -97,13 +97,23 @@ class StdoutError(OSError):
     """A failed write to standard output, other than a closed pipe (EPIPE)."""
 
 
+_stdout_pipe_closed = False
+
+
+def stdout_pipe_closed() -> bool:
+    """Return whether a write to standard output has failed with a closed pipe."""
+    return _stdout_pipe_closed
+
+
 class _StdoutFile(io.FileIO):
     """The raw standard output file, raising StdoutError when a write fails."""
 
     def write(self, data) -> int | None:
+        global _stdout_pipe_closed
         try:
             return super().write(data)
         except BrokenPipeError:
+            _stdout_pipe_closed = True
             raise
         except OSError as exc:
             raise StdoutError(exc.errno, exc.strerror) from exc

@@ -1050,6 +1050,56 @@ def test_module_stdout_full_disk(run_module, corpus, tiny):
         assert error_lines(result.stderr) == [
             "Error: cannot write to standard output: No space left on device"
         ], command
+        assert hint_lines(result.stderr) == [
+            "Hint: check the file or device that standard output goes to, or "
+            "redirect it to another file"
+        ], command
+
+
+@pytest.mark.parametrize("command", [["--help"], ["train", "--help"]])
+def test_module_help_into_closed_pipe(run_module, command):
+    # `charlstm --help | head -1`: the reader is gone before the help is written
+    process = subprocess.Popen(
+        [sys.executable, "-m", "charlstm_cli", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=run_module.env,
+    )
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141
+    assert stderr == ""
+
+
+def test_interrupt_while_importing(monkeypatch, capsys):
+    from charlstm_cli import launch
+
+    class InterruptImport:
+        def find_spec(self, name, path=None, target=None):
+            if name == "charlstm_cli.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "charlstm_cli.cli")
+    monkeypatch.setattr(sys, "meta_path", [InterruptImport(), *sys.meta_path])
+    with pytest.raises(SystemExit) as stopped:
+        launch.main()
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err == "Interrupted.\n"
+
+
+def test_interrupt_while_parsing_options(monkeypatch, capsys):
+    from charlstm_cli import cli
+
+    def interrupted(**kwargs) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "app", interrupted)
+    monkeypatch.setattr(cli, "guard_stdout", lambda: None)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    assert stopped.value.code == 130
+    assert "Interrupted." in capsys.readouterr().err
 
 
 def limit_file_size(max_bytes: int):
