@@ -1002,14 +1002,10 @@ _ARCHITECTURE_OPTIONS = {
     "seq_len": ("--seq-len", "seq_len"),
 }
 
+# no range: any value is rejected, with the checkpoint's value in the message
 FixedInt = Annotated[
     Optional[int],
-    typer.Option(
-        min=1,
-        max=MAX_SIZE,
-        help="Rejected: fixed by the checkpoint.",
-        show_default=False,
-    ),
+    typer.Option(help="Rejected: fixed by the checkpoint.", show_default=False),
 ]
 
 

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
+# CHARLSTM_MAX_LAYERS of native/include/charlstm.h, the engine's limit
+MAX_LAYERS = 8
+
 
 @dataclass
 class ModelSettings:
@@ -174,7 +177,7 @@ _INT_FIELDS = {
     "model": {
         "n_vocab": (2, _INT32_MAX),
         "n_hidden": (1, _INT32_MAX),
-        "n_layers": (1, _INT32_MAX),
+        "n_layers": (1, MAX_LAYERS),
         "init_seed": (0, _UINT64_MAX),
     },
     "training": {
@@ -489,10 +492,47 @@ def build_model(settings: ModelSettings) -> Model:
     )
 
 
+def parameter_count(settings: ModelSettings) -> int:
+    """Return the number of model parameters, as the engine lays them out.
+
+    Each layer has w_ih (inputs x 4H), w_hh (H x 4H) and the bias (4H). The
+    inputs of layer 0 are the vocabulary, those of the others the H units
+    below. The output layer adds out_w (H x V) and out_b (V).
+    """
+    H, V = settings.n_hidden, settings.n_vocab
+    total = H * V + V
+    for layer in range(settings.n_layers):
+        inputs = V if layer == 0 else H
+        total += inputs * 4 * H + H * 4 * H + 4 * H
+    return total
+
+
+def _check_parameter_count(path: Path, tensors: dict[str, Tensor], model: ModelSettings) -> None:
+    """Raise CheckpointError when the model tensors do not fit the model settings.
+
+    This runs before the engine allocates a model, so an edited size fails
+    here instead of as an allocation that may not fit in memory.
+    """
+    stored = sum(
+        math.prod(tensor.shape) for name, tensor in tensors.items() if name.startswith("model.")
+    )
+    needed = parameter_count(model)
+    if stored != needed:
+        raise CheckpointError(
+            path,
+            f"checkpoint {path} has {stored:,} model parameters, but its settings "
+            f"({model.n_layers} x {model.n_hidden} LSTM, vocabulary {model.n_vocab}) "
+            f"need {needed:,}",
+            "the file was edited or damaged; use another checkpoint",
+        )
+
+
 def load(path: Path) -> tuple[dict[str, Tensor], RunState]:
     """Read a checkpoint and parse its metadata; raise CheckpointError on any fault."""
     tensors, metadata = load_checkpoint(path)
-    return tensors, read_run_state(path, metadata)
+    run = read_run_state(path, metadata)
+    _check_parameter_count(path, tensors, run.model)
+    return tensors, run
 
 
 def open_model(path: Path) -> tuple[Model, RunState]:

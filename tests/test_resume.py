@@ -371,6 +371,7 @@ def rewrite_metadata(checkpoint: Path, section: str, key: str | None, value) -> 
         ("progress", "stream_positions", [0, 1], "progress.stream_positions"),
         ("progress", "train_rng", [1, 2, 3, -4], "progress.train_rng"),
         ("model", "n_hidden", 2**40, "model.n_hidden"),
+        ("model", "n_layers", 9, "model.n_layers"),
         ("training", "batch_size", 0, "training.batch_size"),
         ("training", "lr", float("nan"), "training.lr"),
         ("training", "lr", -1.0, "training.lr"),
@@ -392,6 +393,17 @@ def test_resume_edited_metadata_rejected(
         assert "Traceback" not in result.output
         assert f"checkpoint {checkpoint} has an invalid {field}:" in result.stderr
     assert not list(finished_run.glob("epoch--*"))
+
+
+@pytest.mark.parametrize("key, value", [("n_hidden", 17), ("n_layers", 2)])
+def test_edited_size_rejected_before_allocating(invoke, finished_run, key, value):
+    checkpoint = finished_run / "latest.ckpt"
+    rewrite_metadata(checkpoint, "model", key, value)
+    for command in (["resume", checkpoint, "--epochs", "2"], ["generate", checkpoint]):
+        result = invoke(*command)
+        assert result.exit_code == 1, result.output
+        assert "model parameters, but its settings" in result.stderr
+        assert "Hint: the file was edited or damaged" in result.stderr
 
 
 def test_resume_duplicate_vocab_rejected(invoke, finished_run):
