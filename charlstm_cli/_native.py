@@ -164,19 +164,21 @@ def _load() -> tuple[ctypes.CDLL, Path]:
                 ) from exc
     listing = ", ".join(str(p) for p in tried)
     hint = (
-        "Reinstall with 'pip install .' from the source folder, or set CHARLSTM_LIB "
-        "to a library built with 'cmake -S . -B build && cmake --build build'."
+        "reinstall with 'pip install .' from the source folder, or set CHARLSTM_LIB "
+        "to a library built with 'cmake -S . -B build && cmake --build build'"
     )
     source_tree = tried[0].parent.parent / "pyproject.toml"
-    if not os.environ.get("CHARLSTM_LIB") and source_tree.is_file():
+    if os.environ.get("CHARLSTM_LIB"):
+        hint = _rebuild_hint()
+    elif source_tree.is_file():
         # `python -m pytest` puts the checkout first on sys.path, ahead of the install
         hint = (
             f"charlstm_cli was imported from the source checkout {tried[0].parent}, "
-            "which has no compiled library: run plain 'pytest' (not 'python -m pytest') "
-            "against the installed package, or set CHARLSTM_LIB."
+            "which has no compiled library, so run plain 'pytest' (not 'python -m "
+            "pytest') against the installed package, or set CHARLSTM_LIB"
         )
     raise LibraryNotFoundError(
-        f"the charlstm C library was not found (searched: {listing}). {hint}"
+        f"the charlstm C library was not found (searched: {listing})", hint=hint
     )
 
 

@@ -738,6 +738,13 @@ def check_plot_target(target: Path) -> None:
             f"plot output {target} does not end in .png; plots are PNG images",
             hint="pass --out with a .png file name",
         )
+    if target.exists() and not target.is_file():
+        # opening a named pipe would wait for a writer
+        raise UserError(
+            f"plot output {target} exists and is not a regular file, so it was left "
+            "unchanged",
+            hint="pass --out with a new file name",
+        )
     if target.exists():
         with open(target, "rb") as existing:
             if existing.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:

@@ -945,6 +945,19 @@ def test_module_unloadable_library_rejected(run_module, tmp_path):
     assert "or unset it to use the installed library" in hint
 
 
+def test_module_missing_library_rejected(run_module, tmp_path):
+    missing = tmp_path / "nowhere" / "libcharlstm.so"
+    run_module.env["CHARLSTM_LIB"] = str(missing)
+    result = run_module("generate", tmp_path / "model.ckpt")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert error_lines(result.stderr) == [
+        f"Error: the charlstm C library was not found (searched: {missing})"
+    ]
+    (hint,) = hint_lines(result.stderr)
+    assert "point CHARLSTM_LIB at a library built from this version" in hint
+
+
 def test_module_generate_probes_threads(run_module, corpus, tiny):
     from charlstm_cli.model import get_num_threads, set_num_threads
 

@@ -553,6 +553,15 @@ def test_plot_replaces_existing_png(home: Path, tmp_path: Path):
     assert not list(tmp_path.glob(".old.png.tmp-*"))
 
 
+def test_plot_rejects_named_pipe_output(home: Path, tmp_path: Path):
+    target = tmp_path / "pipe.png"
+    os.mkfifo(target)
+    error = invoke_error("plot", str(home / "runs" / "alpha"), "--out", str(target))
+    assert error.message == (
+        f"plot output {target} exists and is not a regular file, so it was left unchanged"
+    )
+
+
 def test_plot_through_symlink_keeps_link(home: Path, tmp_path: Path):
     target = tmp_path / "plots" / "loss.png"
     target.parent.mkdir()
