@@ -1145,40 +1145,75 @@ def _has_newer_checkpoint(
 
 
 def _discard_newer_files(folder: Path, path: Path, run: RunState) -> None:
-    """Make `path` the run's latest.ckpt and delete checkpoints saved after it."""
+    """Make `path` the run's latest.ckpt and delete checkpoints saved after it.
+
+    All or nothing: the files to delete or replace are first renamed to hidden
+    names, and if a rename or a write fails, they are renamed back and the
+    folder is as it was. Only then are the hidden copies deleted.
+    """
     from .checkpoint import EPOCH_CHECKPOINT_PATTERN, epoch_checkpoint_path
 
     progress = run.progress
-    # latest.ckpt first, so a failure below still leaves a resumable folder
-    paths.replace_file(folder / paths.LATEST, lambda temp: shutil.copyfile(path, temp))
-    print_line(f"Replaced {folder / paths.LATEST} with {path}", style="yellow")
-    for entry in sorted(folder.iterdir()):
-        match = EPOCH_CHECKPOINT_PATTERN.match(entry.name)
-        if match and int(match.group(1)) > progress.epoch:
-            _remove_file(entry)
+    doomed = [
+        entry
+        for entry in sorted(folder.iterdir())
+        if (match := EPOCH_CHECKPOINT_PATTERN.match(entry.name))
+        and int(match.group(1)) > progress.epoch
+    ]
     best = folder / paths.BEST
     best_step = _checkpoint_step(best) if best.is_file() else None
-    if best_step is None or best_step <= progress.step:
-        return
-    # best.ckpt is the same state as the epoch checkpoint of the best epoch
-    source = None
-    if run.best_epoch is not None:
-        source = epoch_checkpoint_path(folder, run.best_epoch)
-    if source is not None and source.is_file():
-        paths.replace_file(best, lambda temp: shutil.copyfile(source, temp))
-        print_line(f"Replaced {best} with {source}", style="yellow")
-    else:
-        _remove_file(best)
-
-
-def _remove_file(target: Path) -> None:
+    best_source = None
+    if best_step is not None and best_step > progress.step:
+        doomed.append(best)
+        # best.ckpt is the same state as the epoch checkpoint of the best epoch
+        if run.best_epoch is not None:
+            candidate = epoch_checkpoint_path(folder, run.best_epoch)
+            if candidate.is_file() and candidate not in doomed:
+                best_source = candidate
+    staged = _stage_for_deletion(doomed)
     try:
-        target.unlink()
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise file_write_error(target, exc, "delete") from None
-    print_line(f"Deleted {target}", style="yellow")
+        if best_source is not None:
+            paths.replace_file(best, lambda temp: shutil.copyfile(best_source, temp))
+        paths.replace_file(folder / paths.LATEST, lambda temp: shutil.copyfile(path, temp))
+    except BaseException:
+        if best_source is not None:
+            best.unlink(missing_ok=True)
+        _unstage(staged)
+        raise
+    print_line(f"Replaced {folder / paths.LATEST} with {path}", style="yellow")
+    if best_source is not None:
+        print_line(f"Replaced {best} with {best_source}", style="yellow")
+    for original, hidden in staged:
+        if original != best or best_source is None:
+            print_line(f"Deleted {original}", style="yellow")
+        try:
+            hidden.unlink()
+        except OSError as exc:
+            print_warning(f"cannot delete {hidden}: {exc.strerror or exc}")
+
+
+def _stage_for_deletion(targets: list[Path]) -> list[tuple[Path, Path]]:
+    """Rename each target to a hidden name; return (original, hidden) pairs.
+
+    If one cannot be renamed, the others are renamed back and UserError is
+    raised, so that no file was touched.
+    """
+    staged: list[tuple[Path, Path]] = []
+    for target in targets:
+        hidden = target.with_name(f".{target.name}.discard-{os.getpid()}")
+        try:
+            target.rename(hidden)
+        except OSError as exc:
+            _unstage(staged)
+            raise file_write_error(target, exc, "delete") from None
+        staged.append((target, hidden))
+    return staged
+
+
+def _unstage(staged: list[tuple[Path, Path]]) -> None:
+    """Rename staged files back to their original names, last first."""
+    for original, hidden in reversed(staged):
+        hidden.rename(original)
 
 
 def _recorded_threads(folder: Path) -> int:

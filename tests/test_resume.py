@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -124,6 +125,28 @@ def test_resume_discard_newer_cleans_folder(invoke, corpus, tiny):
     assert step_of(run / "best.ckpt") == 42
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert max(json.loads(line)["step"] for line in lines) == 50
+
+
+def test_resume_discard_newer_all_or_nothing(invoke, corpus, tiny, monkeypatch):
+    run = train_run(
+        invoke, corpus, tiny, "rewind", "--epochs", "3", "--keep-epochs", "3"
+    )
+    before = snapshot(run)
+    rename = Path.rename
+
+    def refuse_last_epoch(self: Path, target):
+        # as for a file marked immutable (chattr +i)
+        if self.name == "epoch-0003.ckpt":
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), str(self))
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", refuse_last_epoch)
+    result = invoke(
+        "resume", run / "epoch-0001.ckpt", "--max-steps", "50", "--discard-newer"
+    )
+    assert result.exit_code == 1, result.output
+    assert f"Error: cannot delete {run / 'epoch-0003.ckpt'}" in result.stderr
+    assert snapshot(run) == before
 
 
 def test_resume_defaults_to_newest_run(invoke, corpus, tiny):
