@@ -35,7 +35,7 @@ from .data import (
     read_corpus,
     unknown_characters,
 )
-from .errors import UserError, file_write_error, path_error
+from .errors import UserError, file_write_error, path_error, save_elsewhere_hint
 from .output import (
     StdoutError,
     TrainDisplay,
@@ -1081,7 +1081,7 @@ def resume(
     path = _chosen_checkpoint(checkpoint, run_dir)
     folder = path.resolve().parent
     # locked before reading, so no other process saves a later checkpoint meanwhile
-    with paths.locked_run_folder(folder):
+    with paths.locked_run_folder(folder), save_elsewhere_hint(_RESUME_ELSEWHERE):
         tensors, run = state.load(path)
         check_resume_folder(folder, path, run)
         _reject_fixed_options(fixed, run)
@@ -1099,6 +1099,10 @@ def resume(
         _run_training(
             folder, model, trainer, run, text, json_summary, threads, resumed_from=path
         )
+
+
+# resume always writes into its checkpoint's folder, so --run-dir cannot move it
+_RESUME_ELSEWHERE = "copy the checkpoint into a new folder on another disk and resume the copy"
 
 
 def _checkpoint_step(path: Path) -> int | None:

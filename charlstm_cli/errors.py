@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+# The part of a failed write's hint that names another place to save. train
+# takes another --run-dir, but resume writes into its checkpoint's own folder,
+# so it sets another text with save_elsewhere_hint.
+_SAVE_ELSEWHERE = contextvars.ContextVar(
+    "save_elsewhere", default="pass --run-dir to save runs elsewhere"
+)
+
+
+@contextmanager
+def save_elsewhere_hint(text: str) -> Iterator[None]:
+    """Use `text` as the 'save elsewhere' part of write hints inside the block."""
+    token = _SAVE_ELSEWHERE.set(text)
+    try:
+        yield
+    finally:
+        _SAVE_ELSEWHERE.reset(token)
+
+
+def save_elsewhere() -> str:
+    """Return the 'save elsewhere' part of write hints, such as 'pass --run-dir ...'."""
+    return _SAVE_ELSEWHERE.get()
 
 
 class UserError(Exception):
@@ -32,12 +57,10 @@ def file_write_error(target: Path, exc: OSError, action: str = "write") -> UserE
 def file_write_hint(folder: Path, exc: OSError) -> str:
     """Return the hint for a failed write of a file in `folder`, chosen by errno."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return (
-            "free disk space or raise the file size limit (ulimit -f), or pass "
-            "--run-dir to save runs on another disk"
-        )
+        limit = "free disk space or raise the file size limit (ulimit -f)"
+        return f"{limit}, or {save_elsewhere()}"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"make {folder} writable, or pass --run-dir to save runs elsewhere"
+        return f"make {folder} writable, or {save_elsewhere()}"
     if exc.errno == errno.ENOENT:
         return f"check that the folder {folder} exists"
     return f"check the folder {folder} and the disk it is on"

@@ -22,7 +22,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-from .errors import UserError, file_write_error
+from .errors import UserError, file_write_error, save_elsewhere
 from .output import logger
 
 HOME_ENV = "CHARLSTM_HOME"
@@ -195,7 +195,7 @@ def check_writable(folder: Path) -> None:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(
             f"run folder {folder} is not writable",
-            hint="fix its permissions, or train into another --run-dir",
+            hint=f"fix its permissions, or {save_elsewhere()}",
         )
 
 

@@ -1141,7 +1141,10 @@ def test_module_train_file_too_large(
     (error,) = error_lines(result.stderr)
     assert error.startswith("Error: cannot write ")
     assert error.endswith(f"{run / name}: File too large")
-    assert "Hint: free disk space or raise the file size limit" in result.stderr
+    assert hint_lines(result.stderr) == [
+        "Hint: free disk space or raise the file size limit (ulimit -f), or pass "
+        "--run-dir to save runs elsewhere"
+    ]
     # the run saved no checkpoint, so its folder goes
     assert not run.exists()
 
@@ -1161,6 +1164,11 @@ def test_module_resume_metrics_too_large(run_module, corpus, tiny):
     assert "Traceback" not in result.stderr
     assert error_lines(result.stderr) == [
         f"Error: cannot write {run / 'metrics.jsonl'}: File too large"
+    ]
+    # resume writes into the checkpoint's folder, so --run-dir would not help
+    assert hint_lines(result.stderr) == [
+        "Hint: free disk space or raise the file size limit (ulimit -f), or copy "
+        "the checkpoint into a new folder on another disk and resume the copy"
     ]
     assert (run / "metrics.jsonl").read_bytes() == before["metrics.jsonl"]
     assert (run / "latest.ckpt").read_bytes() == before["latest.ckpt"]
