@@ -276,13 +276,16 @@ class TrainDisplay:
 
 
 def print_summary(run_dir: Path, run: RunState, outcome: Outcome) -> None:
-    """Print the end-of-run table on stderr."""
+    """Print the end-of-run table on stderr, then the run folder's path.
+
+    The path goes on a line of its own after the table, where the terminal
+    wraps it without breaking it, so it can be copied in one piece. Inside
+    the table the checkpoints are named by file name.
+    """
     progress = run.progress
     table = Table(title="Training summary", show_header=False, title_justify="left")
     table.add_column(style="bold")
-    # a long path folds onto more lines instead of ending in an ellipsis
     table.add_column(overflow="fold")
-    table.add_row("run folder", Text(str(run_dir)))
     table.add_row("stopped", _reason_text(outcome))
     table.add_row(
         "steps", f"{outcome.steps_run} this session, {progress.step} in total"
@@ -303,8 +306,11 @@ def print_summary(run_dir: Path, run: RunState, outcome: Outcome) -> None:
             f"character, epoch {run.best_epoch})",
         )
     for kind, path in outcome.checkpoints.items():
-        table.add_row(f"{kind} checkpoint", Text(str(path)))
+        # checkpoints are saved in the run folder
+        name = path.name if path.parent == run_dir else str(path)
+        table.add_row(f"{kind} checkpoint", Text(name))
     console.print(table)
+    print_line(f"Run folder: {run_dir}")
 
 
 _REASON_TEXT = {
