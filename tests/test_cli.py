@@ -561,6 +561,20 @@ def test_train_binary_corpus(invoke, tiny, tmp_path, run_folders):
     assert_rejected(result, run_folders, "looks binary", "offset 8")
 
 
+def test_train_utf16_corpus(invoke, tiny, tmp_path, text_maker, run_folders):
+    wide = tmp_path / "u16.txt"
+    wide.write_text(text_maker(3000), encoding="utf-16")
+    result = invoke("train", "--corpus", wide, *tiny)
+    assert_rejected(result, run_folders, "starts with a UTF-16 byte order mark")
+    assert hint_lines(result.stderr) == [
+        "Hint: pass --encoding utf-16, which reads the byte order from the mark"
+    ]
+    fixed = invoke(
+        "train", "--corpus", wide, "--encoding", "utf-16", *tiny, "--max-steps", "2"
+    )
+    assert fixed.exit_code == 0, fixed.output
+
+
 def test_train_non_utf8_corpus(invoke, tiny, tmp_path, text_maker, run_folders):
     latin = tmp_path / "latin.txt"
     text = text_maker(3000)
