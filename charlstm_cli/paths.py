@@ -41,7 +41,8 @@ _VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 def data_home(override: Path | None = None) -> Path:
     """Return the charlstm home: `override`, else $CHARLSTM_HOME, else the user data dir.
 
-    Raises UserError when the chosen home exists but is not a folder.
+    Raises UserError when the chosen home or the runs/ entry inside it exists
+    but is not a folder.
     """
     if override is not None:
         home, source = Path(override).expanduser().resolve(), "--run-dir"
@@ -54,11 +55,27 @@ def data_home(override: Path | None = None) -> Path:
             f"{source} {home} is a file, not a folder",
             hint="pass the folder that holds (or will hold) the runs/ folder",
         )
+    _check_runs_folder(home)
     return home
 
 
 def runs_folder(home: Path) -> Path:
     return home / "runs"
+
+
+def _check_runs_folder(home: Path) -> None:
+    """Raise UserError when the home's runs/ entry exists but is not a folder.
+
+    Without the check, runs, generate, resume and plot would report that
+    there are no runs, and train would fail to create its run folder.
+    """
+    folder = runs_folder(home)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(
+            f"{folder} is a file, not a folder",
+            hint="rename or delete that file, because runs are kept in a folder of "
+            "that name, or choose another home with --run-dir or CHARLSTM_HOME",
+        )
 
 
 def _last_activity(run: Path) -> float:

@@ -1196,6 +1196,24 @@ def test_run_dir_that_is_a_file_rejected(invoke, corpus, tiny, tmp_path, command
     assert not_a_folder.read_text() == "mine\n"
 
 
+@pytest.mark.parametrize(
+    "command", [["runs"], ["generate"], ["train"], ["resume"], ["plot"]], ids=command_id
+)
+def test_runs_entry_that_is_a_file_rejected(invoke, corpus, tiny, tmp_path, command):
+    home = tmp_path / "fh"
+    home.mkdir()
+    (home / "runs").write_text("x\n")
+    args = ["--corpus", corpus, *tiny] if command == ["train"] else []
+    result = invoke(*command, "--run-dir", home, *args)
+    assert result.exit_code == 1, result.output
+    assert error_lines(result.stderr) == [
+        f"Error: {home / 'runs'} is a file, not a folder"
+    ]
+    (hint,) = hint_lines(result.stderr)
+    assert "--run-dir" in hint
+    assert (home / "runs").read_text() == "x\n"
+
+
 def test_module_model_too_large_for_memory(run_module, corpus, charlstm_home):
     args = ["--hidden-size", "65536", "--layers", "8", "--max-steps", "1"]
     args += ["--batch-size", "2", "--seq-len", "8"]
