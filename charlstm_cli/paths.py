@@ -129,8 +129,9 @@ def default_checkpoint(home: Path) -> Path:
             "(use --run-dir or CHARLSTM_HOME if your runs are elsewhere)",
         )
     newest = runs[0]
-    if (newest / LATEST).is_file():
-        return newest / LATEST
+    latest = _latest_checkpoint(newest)
+    if latest is not None:
+        return latest
     older = next((run / LATEST for run in runs if (run / LATEST).is_file()), None)
     hint = "training saves latest.ckpt at the end of each epoch and when it stops."
     if older is not None:
@@ -284,13 +285,14 @@ def remove_temporary_file(temp: Path) -> None:
 def checkpoint_for(path: Path) -> Path:
     """Return `path`, or the latest.ckpt of `path` when it is a run folder.
 
-    Raises UserError for a folder that is not a run folder, or a run folder
-    that has no latest.ckpt yet.
+    Raises UserError for a folder that is not a run folder, a run folder
+    that has no latest.ckpt yet, or a latest.ckpt that is not a file.
     """
     if not path.is_dir():
         return path
-    if (path / LATEST).is_file():
-        return path / LATEST
+    latest = _latest_checkpoint(path)
+    if latest is not None:
+        return latest
     if not (path / RUN_INFO).is_file():
         raise UserError(
             f"{path} is a folder, not a checkpoint file or a run folder",
@@ -300,4 +302,21 @@ def checkpoint_for(path: Path) -> Path:
         f"run folder {path} has no {LATEST} yet",
         hint="a run saves it at the end of its first epoch, when --max-steps "
         "stops it, or on Ctrl-C; pass another .ckpt file, or wait",
+    )
+
+
+def _latest_checkpoint(run: Path) -> Path | None:
+    """Return the latest.ckpt of folder `run`, or None when it has none.
+
+    Raises UserError when an entry of that name exists but is not a file,
+    such as a folder, so that it is not mistaken for a checkpoint not saved yet.
+    """
+    latest = run / LATEST
+    if latest.is_file():
+        return latest
+    if not latest.exists():
+        return None
+    raise UserError(
+        f"{latest} is not a file",
+        hint=f"move it out of the folder {run}, or pass another .ckpt file",
     )

@@ -1214,6 +1214,24 @@ def test_runs_entry_that_is_a_file_rejected(invoke, corpus, tiny, tmp_path, comm
     assert (home / "runs").read_text() == "x\n"
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["generate", "RUN"], ["resume", "RUN"], ["inspect", "RUN"], ["generate"]],
+    ids=command_id,
+)
+def test_latest_checkpoint_folder_rejected(invoke, charlstm_home, command):
+    run = charlstm_home / "runs" / "r"
+    (run / "latest.ckpt").mkdir(parents=True)
+    (run / "run.json").write_text("{}\n")
+    result = invoke(*[run if arg == "RUN" else arg for arg in command])
+    assert result.exit_code == 1, result.output
+    assert error_lines(result.stderr) == [
+        f"Error: {run / 'latest.ckpt'} is not a file"
+    ]
+    assert len(hint_lines(result.stderr)) == 1
+    assert (run / "latest.ckpt").is_dir()
+
+
 def test_module_model_too_large_for_memory(run_module, corpus, charlstm_home):
     args = ["--hidden-size", "65536", "--layers", "8", "--max-steps", "1"]
     args += ["--batch-size", "2", "--seq-len", "8"]
