@@ -49,7 +49,7 @@ from .output import (
     setup_logging,
     write_stdout,
 )
-from .usage import PlainErrorsGroup
+from .usage import PlainErrorsGroup, parse_path
 
 if TYPE_CHECKING:
     from .model import Model, Trainer
@@ -276,6 +276,8 @@ Verbose = Annotated[
 RunDir = Annotated[
     Optional[Path],
     typer.Option(
+        parser=parse_path,
+        metavar="<path>",
         help="Home folder for runs (runs go to RUN_DIR/runs/NAME). "
         "Default: $CHARLSTM_HOME, else the user data folder.",
         show_default=False,
@@ -378,6 +380,8 @@ def train(
     corpus: Annotated[
         Optional[Path],
         typer.Option(
+            parser=parse_path,
+            metavar="<path>",
             help="UTF-8 text file to train on, or - for standard input. "
             "Default: the bundled Shakespeare plays.",
             show_default=False,
@@ -808,6 +812,7 @@ def _summary_data(folder: Path, run: RunState, outcome: Outcome, code: int) -> d
 CheckpointArg = Annotated[
     Optional[Path],
     typer.Argument(
+        parser=parse_path,
         help="Checkpoint file, or a run folder for its latest.ckpt. "
         "Default: latest.ckpt of the most recent run.",
         show_default=False,
@@ -1015,6 +1020,8 @@ def resume(
     corpus: Annotated[
         Optional[Path],
         typer.Option(
+            parser=parse_path,
+            metavar="<path>",
             help="Corpus file, when it moved since training. Default: the recorded path.",
             show_default=False,
         ),

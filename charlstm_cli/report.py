@@ -27,6 +27,7 @@ from rich.text import Text
 from . import paths
 from .checkpoint import DTYPE_SIZES, CheckpointError, read_checkpoint_summary
 from .errors import UserError
+from .usage import parse_path
 
 _VOCAB_PREVIEW_CHARS = 120
 _VOCAB_LINE_CHARS = 40
@@ -38,6 +39,8 @@ RunDirOption = Annotated[
     Optional[Path],
     typer.Option(
         "--run-dir",
+        parser=parse_path,
+        metavar="<path>",
         help="Home folder for runs (runs are in RUN_DIR/runs/NAME). "
         "Default: $CHARLSTM_HOME, else the user data folder.",
         show_default=False,
@@ -70,6 +73,7 @@ def inspect_command(
     checkpoint: Annotated[
         Path,
         typer.Argument(
+            parser=parse_path,
             help="Checkpoint file (.ckpt), or a run folder to inspect its latest.ckpt.",
             show_default=False,
         ),
@@ -414,6 +418,7 @@ def plot_command(
     source: Annotated[
         Path | None,
         typer.Argument(
+            parser=parse_path,
             help="Run folder, checkpoint (.ckpt) or metrics.jsonl. Default: the newest run.",
             show_default=False,
         ),
@@ -423,6 +428,8 @@ def plot_command(
         typer.Option(
             "--out",
             "-o",
+            parser=parse_path,
+            metavar="<path>",
             help="PNG file to write. Default: loss.png in the run folder, or "
             "<checkpoint name>-loss.png beside a checkpoint.",
             show_default=False,

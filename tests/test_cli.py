@@ -810,6 +810,46 @@ def test_symlink_loop_rejected(invoke, corpus, tiny, tmp_path, run_folders, comm
     assert run_folders() == []
 
 
+# Every path option and argument, each given an empty value.
+EMPTY_PATH_COMMANDS = [
+    ["train", "--corpus", ""],
+    ["train", "--run-dir", ""],
+    ["generate", ""],
+    ["generate", "--run-dir", ""],
+    ["resume", ""],
+    ["resume", "--corpus", ""],
+    ["resume", "--run-dir", ""],
+    ["inspect", ""],
+    ["plot", ""],
+    ["plot", "--out", ""],
+    ["plot", "--run-dir", ""],
+    ["runs", "--run-dir", ""],
+]
+
+
+def empty_path_id(command: list[str]) -> str:
+    return " ".join(arg or "''" for arg in command)
+
+
+@pytest.mark.parametrize("command", EMPTY_PATH_COMMANDS, ids=empty_path_id)
+def test_empty_path_rejected(invoke, tmp_path, monkeypatch, command):
+    # an accepted empty path would name the current folder, so make it an empty one
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    result = invoke(*command)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    (error,) = error_lines(result.stderr)
+    assert error.endswith(": the path is empty")
+    if command[-2].startswith("--"):
+        assert f"'{command[-2]}'" in error
+    assert hint_lines(result.stderr) == [
+        "Hint: pass a path ('.' for the current folder), or leave out the option "
+        "or argument to use its default"
+    ]
+    assert sorted(tmp_path.rglob("*")) == before
+
+
 def test_plot_path_through_file(invoke, corpus):
     result = invoke("plot", corpus / "run")
     assert_path_error(result, corpus / "run", "Not a directory")
