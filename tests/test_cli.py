@@ -1265,9 +1265,7 @@ def test_latest_checkpoint_folder_rejected(invoke, charlstm_home, command):
     (run / "run.json").write_text("{}\n")
     result = invoke(*[run if arg == "RUN" else arg for arg in command])
     assert result.exit_code == 1, result.output
-    assert error_lines(result.stderr) == [
-        f"Error: {run / 'latest.ckpt'} is not a file"
-    ]
+    assert error_lines(result.stderr) == [f"Error: {run / 'latest.ckpt'} is not a file"]
     assert len(hint_lines(result.stderr)) == 1
     assert (run / "latest.ckpt").is_dir()
 
