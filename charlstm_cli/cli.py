@@ -820,21 +820,6 @@ CheckpointArg = Annotated[
 ]
 
 
-def _chosen_checkpoint(checkpoint: Path | None, run_dir: Path | None) -> Path:
-    """Return `checkpoint`, else the newest run's latest.ckpt, named on stderr.
-
-    A run folder given as `checkpoint` means its latest.ckpt, as in inspect.
-    """
-    if checkpoint is not None:
-        path = paths.checkpoint_for(checkpoint)
-        if path != checkpoint:
-            print_line(f"Using {path}")
-        return path
-    path = paths.default_checkpoint(paths.data_home(run_dir))
-    print_line(f"Using {path} (newest run)")
-    return path
-
-
 @app.command()
 @reports_errors
 def generate(
@@ -922,7 +907,7 @@ def generate(
     from .threads import make_tuner
 
     setup_logging(verbose)
-    path = _chosen_checkpoint(checkpoint, run_dir)
+    path = paths.chosen_checkpoint(checkpoint, run_dir)
     _set_threads(threads)
     model, run = state.open_model(path)
     prompt = _prompt_text(seed, run, drop_unknown)
@@ -1084,7 +1069,7 @@ def resume(
     setup_logging(verbose)
     fixed = {"hidden_size": hidden_size, "layers": layers}
     fixed |= {"batch_size": batch_size, "seq_len": seq_len}
-    path = _chosen_checkpoint(checkpoint, run_dir)
+    path = paths.chosen_checkpoint(checkpoint, run_dir)
     folder = path.resolve().parent
     # locked before reading, so no other process saves a later checkpoint meanwhile
     with paths.locked_run_folder(folder):

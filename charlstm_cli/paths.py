@@ -23,7 +23,7 @@ except ImportError:  # Windows
     fcntl = None
 
 from .errors import UserError, file_write_error
-from .output import logger
+from .output import logger, print_line
 
 HOME_ENV = "CHARLSTM_HOME"
 LATEST = "latest.ckpt"
@@ -66,8 +66,8 @@ def runs_folder(home: Path) -> Path:
 def _check_runs_folder(home: Path) -> None:
     """Raise UserError when the home's runs/ entry exists but is not a folder.
 
-    Without the check, runs, generate, resume and plot would report that
-    there are no runs, and train would fail to create its run folder.
+    Without the check, runs, generate, resume, inspect and plot would report
+    that there are no runs, and train would fail to create its run folder.
     """
     folder = runs_folder(home)
     if folder.exists() and not folder.is_dir():
@@ -137,6 +137,22 @@ def default_checkpoint(home: Path) -> Path:
     if older is not None:
         hint += f" To use an older run, pass its checkpoint, such as {older}"
     raise UserError(f"the newest run {newest} has no checkpoint yet", hint=hint)
+
+
+def chosen_checkpoint(checkpoint: Path | None, run_dir: Path | None) -> Path:
+    """Return `checkpoint`, else the newest run's latest.ckpt, named on stderr.
+
+    A run folder given as `checkpoint` means its latest.ckpt. `run_dir` is
+    the --run-dir option that data_home reads.
+    """
+    if checkpoint is not None:
+        path = checkpoint_for(checkpoint)
+        if path != checkpoint:
+            print_line(f"Using {path}")
+        return path
+    path = default_checkpoint(data_home(run_dir))
+    print_line(f"Using {path} (newest run)")
+    return path
 
 
 # Maximum run name length: a folder name may have 255 bytes, and temporary files

@@ -71,26 +71,29 @@ def bits_per_char(loss: float | None) -> float | None:
 
 def inspect_command(
     checkpoint: Annotated[
-        Path,
+        Path | None,
         typer.Argument(
             parser=parse_path,
-            help="Checkpoint file (.ckpt), or a run folder to inspect its latest.ckpt.",
+            help="Checkpoint file (.ckpt), or a run folder to inspect its latest.ckpt. "
+            "Default: latest.ckpt of the most recent run.",
             show_default=False,
         ),
-    ],
+    ] = None,
     json_output: Annotated[
         bool,
         typer.Option(
             "--json", metavar="", help="Print one JSON object instead of a table."
         ),
     ] = False,
+    run_dir: RunDirOption = None,
 ) -> None:
     """Show what a checkpoint contains: model, training state, validation loss, corpus.
 
     Exits 1 after the summary when generate and resume would reject the
     checkpoint's metadata, such as a hand-edited field.
     """
-    summary, problem = _summary_and_problem(checkpoint)
+    path = paths.chosen_checkpoint(checkpoint, run_dir)
+    summary, problem = _summary_and_problem(path)
     if json_output:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
     else:

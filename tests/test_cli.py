@@ -763,6 +763,7 @@ PATH_COMMANDS = [
     ["train", "--corpus", "PATH"],
     ["train", "--run-dir", "PATH", "--corpus", "CORPUS"],
     ["inspect", "PATH"],
+    ["inspect", "--run-dir", "PATH"],
     ["generate", "PATH"],
     ["generate", "--run-dir", "PATH"],
     ["resume", "PATH"],
@@ -820,6 +821,7 @@ EMPTY_PATH_COMMANDS = [
     ["resume", "--corpus", ""],
     ["resume", "--run-dir", ""],
     ["inspect", ""],
+    ["inspect", "--run-dir", ""],
     ["plot", ""],
     ["plot", "--out", ""],
     ["plot", "--run-dir", ""],
@@ -1237,7 +1239,9 @@ def test_run_dir_that_is_a_file_rejected(invoke, corpus, tiny, tmp_path, command
 
 
 @pytest.mark.parametrize(
-    "command", [["runs"], ["generate"], ["train"], ["resume"], ["plot"]], ids=command_id
+    "command",
+    [["runs"], ["generate"], ["train"], ["resume"], ["plot"], ["inspect"]],
+    ids=command_id,
 )
 def test_runs_entry_that_is_a_file_rejected(invoke, corpus, tiny, tmp_path, command):
     home = tmp_path / "fh"
@@ -1256,7 +1260,13 @@ def test_runs_entry_that_is_a_file_rejected(invoke, corpus, tiny, tmp_path, comm
 
 @pytest.mark.parametrize(
     "command",
-    [["generate", "RUN"], ["resume", "RUN"], ["inspect", "RUN"], ["generate"]],
+    [
+        ["generate", "RUN"],
+        ["resume", "RUN"],
+        ["inspect", "RUN"],
+        ["generate"],
+        ["inspect"],
+    ],
     ids=command_id,
 )
 def test_latest_checkpoint_folder_rejected(invoke, charlstm_home, command):
