@@ -50,7 +50,7 @@ from .output import (
     stdout_pipe_closed,
     write_stdout,
 )
-from .usage import PlainErrorsGroup
+from .usage import PlainErrorsGroup, parse_path
 
 if TYPE_CHECKING:
     from .model import Model, Trainer
@@ -281,6 +281,8 @@ Verbose = Annotated[
 RunDir = Annotated[
     Optional[Path],
     typer.Option(
+        parser=parse_path,
+        metavar="<path>",
         help="Home folder for runs (runs go to RUN_DIR/runs/NAME). "
         "Default: $CHARLSTM_HOME, else the user data folder.",
         show_default=False,
@@ -383,6 +385,8 @@ def train(
     corpus: Annotated[
         Optional[Path],
         typer.Option(
+            parser=parse_path,
+            metavar="<path>",
             help="UTF-8 text file to train on, or - for standard input. "
             "Default: the bundled Shakespeare plays.",
             show_default=False,
@@ -813,26 +817,12 @@ def _summary_data(folder: Path, run: RunState, outcome: Outcome, code: int) -> d
 CheckpointArg = Annotated[
     Optional[Path],
     typer.Argument(
+        parser=parse_path,
         help="Checkpoint file, or a run folder for its latest.ckpt. "
         "Default: latest.ckpt of the most recent run.",
         show_default=False,
     ),
 ]
-
-
-def _chosen_checkpoint(checkpoint: Path | None, run_dir: Path | None) -> Path:
-    """Return `checkpoint`, else the newest run's latest.ckpt, named on stderr.
-
-    A run folder given as `checkpoint` means its latest.ckpt, as in inspect.
-    """
-    if checkpoint is not None:
-        path = paths.checkpoint_for(checkpoint)
-        if path != checkpoint:
-            print_line(f"Using {path}")
-        return path
-    path = paths.default_checkpoint(paths.data_home(run_dir))
-    print_line(f"Using {path} (newest run)")
-    return path
 
 
 @app.command()
@@ -922,7 +912,7 @@ def generate(
     from .threads import make_tuner
 
     setup_logging(verbose)
-    path = _chosen_checkpoint(checkpoint, run_dir)
+    path = paths.chosen_checkpoint(checkpoint, run_dir)
     _set_threads(threads)
     model, run = state.open_model(path)
     prompt = _prompt_text(seed, run, drop_unknown)
@@ -1016,6 +1006,8 @@ def resume(
     corpus: Annotated[
         Optional[Path],
         typer.Option(
+            parser=parse_path,
+            metavar="<path>",
             help="Corpus file, when it moved since training. Default: the recorded path.",
             show_default=False,
         ),
@@ -1078,7 +1070,7 @@ def resume(
     setup_logging(verbose)
     fixed = {"hidden_size": hidden_size, "layers": layers}
     fixed |= {"batch_size": batch_size, "seq_len": seq_len}
-    path = _chosen_checkpoint(checkpoint, run_dir)
+    path = paths.chosen_checkpoint(checkpoint, run_dir)
     folder = path.resolve().parent
     # locked before reading, so no other process saves a later checkpoint meanwhile
     with paths.locked_run_folder(folder), save_elsewhere_hint(_RESUME_ELSEWHERE):

@@ -27,6 +27,15 @@ BUNDLED_CORPUS = "shakespeare.txt"
 STDIN_PATH = "-"
 # Bytes checked for NUL, which text files never contain but binary files do.
 _BINARY_PROBE = 8192
+# Byte order marks of UTF-16 and UTF-32 text, each with the codec family and
+# the codec of its byte order. The UTF-32 LE mark comes first, because it
+# starts with the UTF-16 LE mark.
+_WIDE_BYTE_ORDER_MARKS = (
+    (codecs.BOM_UTF32_LE, "utf-32", "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32", "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16", "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16", "utf-16-be"),
+)
 # Largest corpus read, because training keeps the text and its token ids in
 # memory (about 5 bytes per character for ASCII text).
 MAX_CORPUS_BYTES = 1 << 30
@@ -127,40 +136,76 @@ def _too_large(label: str) -> UserError:
     )
 
 
-def _read_limited(stream, label: str, allow_nul: bool) -> bytes:
+def _check_byte_order_mark(head: bytes, source: str, codec: str) -> None:
+    """Raise UserError when `head` has a byte order mark that `codec` cannot decode.
+
+    Only the UTF-16 and UTF-32 marks are checked. NOTE: a single-byte text
+    (latin-1, cp1252) that really starts with the characters ÿþ or þÿ is
+    rejected too.
+    """
+    match = next(
+        (entry for entry in _WIDE_BYTE_ORDER_MARKS if head.startswith(entry[0])),
+        None,
+    )
+    if match is None:
+        return
+    _mark, family, ordered_codec = match
+    if codec in (family, ordered_codec):
+        return
+    raise UserError(
+        f"{source} starts with a {family.upper()} byte order mark, so it cannot "
+        f"be read as {codec}",
+        hint=f"pass --encoding {family}, which reads the byte order from the mark",
+    )
+
+
+def _check_text_start(head: bytes, source: str, codec: str) -> None:
+    """Raise UserError when the first bytes show that `codec` cannot decode the text.
+
+    A UTF-16 or UTF-32 byte order mark needs a codec of its family. A NUL
+    byte in the first _BINARY_PROBE bytes marks binary data, unless the codec
+    is UTF-16 or UTF-32, whose text contains NUL bytes.
+    """
+    _check_byte_order_mark(head, source, codec)
+    if codec.startswith(("utf-16", "utf-32")):
+        return
+    nul = head.find(b"\x00", 0, _BINARY_PROBE)
+    if nul >= 0:
+        raise UserError(
+            f"{source} looks binary: it contains a NUL byte at offset {nul}",
+            hint="train on a plain text file",
+        )
+
+
+def _read_limited(stream, label: str, codec: str) -> bytes:
     """Read a stream to its end in chunks, stopping at MAX_CORPUS_BYTES.
 
-    Unless `allow_nul` (UTF-16 and UTF-32 text has NUL bytes), checks the
-    first chunk for NUL at once, so an endless binary stream fails after one
-    chunk instead of filling memory.
+    Checks the first chunk with _check_text_start at once, so an endless
+    binary stream fails after one chunk instead of filling memory.
     """
     data = bytearray()
     while True:
         chunk = stream.read(_READ_CHUNK)
         if not chunk:
             return bytes(data)
-        nul = -1 if data or allow_nul else chunk.find(b"\x00", 0, _BINARY_PROBE)
-        if nul >= 0:
-            raise UserError(
-                f"corpus {label} looks binary: it contains a NUL byte at offset {nul}",
-                hint="train on a plain text file",
-            )
+        if not data:
+            _check_text_start(chunk, f"corpus {label}", codec)
         data += chunk
         if len(data) > MAX_CORPUS_BYTES:
             raise _too_large(label)
 
 
-def read_bytes(path: Path, allow_nul: bool = False) -> bytes:
+def read_bytes(path: Path, codec: str = "utf-8") -> bytes:
     """Read a corpus file, a FIFO or, for path '-', standard input.
 
     Turns the usual file-system failures into UserError, and rejects input
-    over MAX_CORPUS_BYTES, or binary input (see _read_limited), without
-    reading all of it.
+    over MAX_CORPUS_BYTES, or input that `codec` (a canonical codec name)
+    cannot decode as text (see _check_text_start), without reading all of it.
     """
     if str(path) == STDIN_PATH:
         label = "standard input"
         _check_readable_kind(os.fstat(sys.stdin.fileno()).st_mode, label)
-        return _read_limited(sys.stdin.buffer, label, allow_nul)
+        return _read_limited(sys.stdin.buffer, label, codec)
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -177,7 +222,7 @@ def read_bytes(path: Path, allow_nul: bool = False) -> bytes:
         raise _too_large(f"file {path}")
     try:
         with open(path, "rb") as stream:
-            return _read_limited(stream, f"file {path}", allow_nul)
+            return _read_limited(stream, f"file {path}", codec)
     except OSError as exc:
         raise UserError(
             f"cannot read corpus file {path}: {exc.strerror or exc}",
@@ -188,7 +233,8 @@ def read_bytes(path: Path, allow_nul: bool = False) -> bytes:
 def decode_text(raw: bytes, path: Path, encoding: str = "utf-8") -> str:
     """Decode a corpus and normalise it: no BOM, LF line endings.
 
-    Raises UserError for an empty or binary file and for bytes that are
+    Raises UserError for an empty or binary file, for a UTF-16 or UTF-32
+    byte order mark that `encoding` does not decode, and for bytes that are
     invalid in `encoding`, naming the byte offset of the first bad byte.
     """
     codec = check_encoding(encoding)
@@ -198,12 +244,7 @@ def decode_text(raw: bytes, path: Path, encoding: str = "utf-8") -> str:
     empty_hint = "train on a file that contains text"
     if not raw:
         raise UserError(f"{source} is empty", hint=empty_hint)
-    nul = raw.find(b"\x00", 0, _BINARY_PROBE)
-    if nul >= 0 and not codec.startswith("utf-16") and not codec.startswith("utf-32"):
-        raise UserError(
-            f"{source} looks binary: it contains a NUL byte at offset {nul}",
-            hint="train on a plain text file",
-        )
+    _check_text_start(raw, source, codec)
     try:
         text = raw.decode(codec)
     except UnicodeDecodeError as exc:
@@ -239,7 +280,7 @@ def read_corpus(path: Path, encoding: str = "utf-8") -> Corpus:
     """Read and decode a corpus file, a FIFO, or standard input for '-'."""
     path = absolute_corpus_path(path)
     codec = check_encoding(encoding)
-    raw = read_bytes(path, allow_nul=codec.startswith(("utf-16", "utf-32")))
+    raw = read_bytes(path, codec)
     text = decode_text(raw, path, encoding)
     return Corpus(path, text, len(raw), hashlib.sha256(raw).hexdigest())
 

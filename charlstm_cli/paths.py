@@ -23,7 +23,7 @@ except ImportError:  # Windows
     fcntl = None
 
 from .errors import UserError, file_write_error, save_elsewhere
-from .output import logger
+from .output import logger, print_line
 
 HOME_ENV = "CHARLSTM_HOME"
 LATEST = "latest.ckpt"
@@ -41,7 +41,8 @@ _VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 def data_home(override: Path | None = None) -> Path:
     """Return the charlstm home: `override`, else $CHARLSTM_HOME, else the user data dir.
 
-    Raises UserError when the chosen home exists but is not a folder.
+    Raises UserError when the chosen home or the runs/ entry inside it exists
+    but is not a folder.
     """
     if override is not None:
         home, source = Path(override).expanduser().resolve(), "--run-dir"
@@ -54,11 +55,27 @@ def data_home(override: Path | None = None) -> Path:
             f"{source} {home} is a file, not a folder",
             hint="pass the folder that holds (or will hold) the runs/ folder",
         )
+    _check_runs_folder(home)
     return home
 
 
 def runs_folder(home: Path) -> Path:
     return home / "runs"
+
+
+def _check_runs_folder(home: Path) -> None:
+    """Raise UserError when the home's runs/ entry exists but is not a folder.
+
+    Without the check, runs, generate, resume, inspect and plot would report
+    that there are no runs, and train would fail to create its run folder.
+    """
+    folder = runs_folder(home)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(
+            f"{folder} is a file, not a folder",
+            hint="rename or delete that file, because runs are kept in a folder of "
+            "that name, or choose another home with --run-dir or CHARLSTM_HOME",
+        )
 
 
 def _last_activity(run: Path) -> float:
@@ -112,13 +129,30 @@ def default_checkpoint(home: Path) -> Path:
             "(use --run-dir or CHARLSTM_HOME if your runs are elsewhere)",
         )
     newest = runs[0]
-    if (newest / LATEST).is_file():
-        return newest / LATEST
+    latest = _latest_checkpoint(newest)
+    if latest is not None:
+        return latest
     older = next((run / LATEST for run in runs if (run / LATEST).is_file()), None)
     hint = "training saves latest.ckpt at the end of each epoch and when it stops."
     if older is not None:
         hint += f" To use an older run, pass its checkpoint, such as {older}"
     raise UserError(f"the newest run {newest} has no checkpoint yet", hint=hint)
+
+
+def chosen_checkpoint(checkpoint: Path | None, run_dir: Path | None) -> Path:
+    """Return `checkpoint`, else the newest run's latest.ckpt, named on stderr.
+
+    A run folder given as `checkpoint` means its latest.ckpt. `run_dir` is
+    the --run-dir option that data_home reads.
+    """
+    if checkpoint is not None:
+        path = checkpoint_for(checkpoint)
+        if path != checkpoint:
+            print_line(f"Using {path}")
+        return path
+    path = default_checkpoint(data_home(run_dir))
+    print_line(f"Using {path} (newest run)")
+    return path
 
 
 # Maximum run name length: a folder name may have 255 bytes, and temporary files
@@ -267,13 +301,14 @@ def remove_temporary_file(temp: Path) -> None:
 def checkpoint_for(path: Path) -> Path:
     """Return `path`, or the latest.ckpt of `path` when it is a run folder.
 
-    Raises UserError for a folder that is not a run folder, or a run folder
-    that has no latest.ckpt yet.
+    Raises UserError for a folder that is not a run folder, a run folder
+    that has no latest.ckpt yet, or a latest.ckpt that is not a file.
     """
     if not path.is_dir():
         return path
-    if (path / LATEST).is_file():
-        return path / LATEST
+    latest = _latest_checkpoint(path)
+    if latest is not None:
+        return latest
     if not (path / RUN_INFO).is_file():
         raise UserError(
             f"{path} is a folder, not a checkpoint file or a run folder",
@@ -283,4 +318,21 @@ def checkpoint_for(path: Path) -> Path:
         f"run folder {path} has no {LATEST} yet",
         hint="a run saves it at the end of its first epoch, when --max-steps "
         "stops it, or on Ctrl-C; pass another .ckpt file, or wait",
+    )
+
+
+def _latest_checkpoint(run: Path) -> Path | None:
+    """Return the latest.ckpt of folder `run`, or None when it has none.
+
+    Raises UserError when an entry of that name exists but is not a file,
+    such as a folder, so that it is not mistaken for a checkpoint not saved yet.
+    """
+    latest = run / LATEST
+    if latest.is_file():
+        return latest
+    if not latest.exists():
+        return None
+    raise UserError(
+        f"{latest} is not a file",
+        hint=f"move it out of the folder {run}, or pass another .ckpt file",
     )

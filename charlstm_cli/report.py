@@ -27,6 +27,7 @@ from rich.text import Text
 from . import paths
 from .checkpoint import DTYPE_SIZES, CheckpointError, read_checkpoint_summary
 from .errors import UserError
+from .usage import parse_path
 
 _VOCAB_PREVIEW_CHARS = 120
 _VOCAB_LINE_CHARS = 40
@@ -38,6 +39,8 @@ RunDirOption = Annotated[
     Optional[Path],
     typer.Option(
         "--run-dir",
+        parser=parse_path,
+        metavar="<path>",
         help="Home folder for runs (runs are in RUN_DIR/runs/NAME). "
         "Default: $CHARLSTM_HOME, else the user data folder.",
         show_default=False,
@@ -68,25 +71,29 @@ def bits_per_char(loss: float | None) -> float | None:
 
 def inspect_command(
     checkpoint: Annotated[
-        Path,
+        Path | None,
         typer.Argument(
-            help="Checkpoint file (.ckpt), or a run folder to inspect its latest.ckpt.",
+            parser=parse_path,
+            help="Checkpoint file (.ckpt), or a run folder to inspect its latest.ckpt. "
+            "Default: latest.ckpt of the most recent run.",
             show_default=False,
         ),
-    ],
+    ] = None,
     json_output: Annotated[
         bool,
         typer.Option(
             "--json", metavar="", help="Print one JSON object instead of a table."
         ),
     ] = False,
+    run_dir: RunDirOption = None,
 ) -> None:
     """Show what a checkpoint contains: model, training state, validation loss, corpus.
 
     Exits 1 after the summary when generate and resume would reject the
     checkpoint's metadata, such as a hand-edited field.
     """
-    summary, problem = _summary_and_problem(checkpoint)
+    path = paths.chosen_checkpoint(checkpoint, run_dir)
+    summary, problem = _summary_and_problem(path)
     if json_output:
         typer.echo(json.dumps(summary, indent=2, ensure_ascii=False))
     else:
@@ -414,6 +421,7 @@ def plot_command(
     source: Annotated[
         Path | None,
         typer.Argument(
+            parser=parse_path,
             help="Run folder, checkpoint (.ckpt) or metrics.jsonl. Default: the newest run.",
             show_default=False,
         ),
@@ -423,6 +431,8 @@ def plot_command(
         typer.Option(
             "--out",
             "-o",
+            parser=parse_path,
+            metavar="<path>",
             help="PNG file to write. Default: loss.png in the run folder, or "
             "<checkpoint name>-loss.png beside a checkpoint.",
             show_default=False,

@@ -5,12 +5,16 @@ charlstm reports every other error as one 'Error:' line and one 'Hint:' line,
 so the command group below does the same for usage errors. Click's exception
 classes are found through typer.BadParameter, because Typer releases differ in
 where they import Click from.
+
+parse_path is the parser of every path option and argument, so an empty path
+is a usage error too.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -24,6 +28,31 @@ _CLICK_ERROR = next(
 _USAGE_ERROR = next(
     cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError"
 )
+
+
+class BadParameterWithHint(typer.BadParameter):
+    """A bad option or argument value whose hint replaces the pointer to --help."""
+
+    def __init__(self, message: str, hint: str):
+        super().__init__(message)
+        self.hint = hint
+
+
+def parse_path(value: str | Path) -> Path:
+    """Convert a path option or argument to a Path, rejecting an empty value.
+
+    Path("") is Path("."), so an empty value, such as an unset shell variable
+    in quotes, would otherwise name the current folder without any message.
+    """
+    if isinstance(value, Path):
+        return value  # a Path default also passes through the parser
+    if not value:
+        raise BadParameterWithHint(
+            "the path is empty",
+            hint="pass a path ('.' for the current folder), or leave out the "
+            "option or argument to use its default",
+        )
+    return Path(value)
 
 
 class PlainErrorsGroup(TyperGroup):
@@ -82,7 +111,8 @@ def report_click_error(exc: Exception, argv: list[str], commands: set[str]) -> i
         # an error while parsing a command's options can come without its context
         command, is_group = f"{command.split()[0]} {named}", False
     listing = "commands" if is_group else "options and their ranges"
-    print_error(message, f"run '{command} --help' to see the {listing}")
+    hint = getattr(exc, "hint", None) or f"run '{command} --help' to see the {listing}"
+    print_error(message, hint)
     return exc.exit_code
 
 

@@ -561,6 +561,20 @@ def test_train_binary_corpus(invoke, tiny, tmp_path, run_folders):
     assert_rejected(result, run_folders, "looks binary", "offset 8")
 
 
+def test_train_utf16_corpus(invoke, tiny, tmp_path, text_maker, run_folders):
+    wide = tmp_path / "u16.txt"
+    wide.write_text(text_maker(3000), encoding="utf-16")
+    result = invoke("train", "--corpus", wide, *tiny)
+    assert_rejected(result, run_folders, "starts with a UTF-16 byte order mark")
+    assert hint_lines(result.stderr) == [
+        "Hint: pass --encoding utf-16, which reads the byte order from the mark"
+    ]
+    fixed = invoke(
+        "train", "--corpus", wide, "--encoding", "utf-16", *tiny, "--max-steps", "2"
+    )
+    assert fixed.exit_code == 0, fixed.output
+
+
 def test_train_non_utf8_corpus(invoke, tiny, tmp_path, text_maker, run_folders):
     latin = tmp_path / "latin.txt"
     text = text_maker(3000)
@@ -749,6 +763,7 @@ PATH_COMMANDS = [
     ["train", "--corpus", "PATH"],
     ["train", "--run-dir", "PATH", "--corpus", "CORPUS"],
     ["inspect", "PATH"],
+    ["inspect", "--run-dir", "PATH"],
     ["generate", "PATH"],
     ["generate", "--run-dir", "PATH"],
     ["resume", "PATH"],
@@ -794,6 +809,47 @@ def test_symlink_loop_rejected(invoke, corpus, tiny, tmp_path, run_folders, comm
     assert_path_error(result, loop, "Too many levels of symbolic links")
     assert "symbolic links" in hint_lines(result.stderr)[0]
     assert run_folders() == []
+
+
+# Every path option and argument, each given an empty value.
+EMPTY_PATH_COMMANDS = [
+    ["train", "--corpus", ""],
+    ["train", "--run-dir", ""],
+    ["generate", ""],
+    ["generate", "--run-dir", ""],
+    ["resume", ""],
+    ["resume", "--corpus", ""],
+    ["resume", "--run-dir", ""],
+    ["inspect", ""],
+    ["inspect", "--run-dir", ""],
+    ["plot", ""],
+    ["plot", "--out", ""],
+    ["plot", "--run-dir", ""],
+    ["runs", "--run-dir", ""],
+]
+
+
+def empty_path_id(command: list[str]) -> str:
+    return " ".join(arg or "''" for arg in command)
+
+
+@pytest.mark.parametrize("command", EMPTY_PATH_COMMANDS, ids=empty_path_id)
+def test_empty_path_rejected(invoke, tmp_path, monkeypatch, command):
+    # an accepted empty path would name the current folder, so make it an empty one
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    result = invoke(*command)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    (error,) = error_lines(result.stderr)
+    assert error.endswith(": the path is empty")
+    if command[-2].startswith("--"):
+        assert f"'{command[-2]}'" in error
+    assert hint_lines(result.stderr) == [
+        "Hint: pass a path ('.' for the current folder), or leave out the option "
+        "or argument to use its default"
+    ]
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 def test_plot_path_through_file(invoke, corpus):
@@ -1252,6 +1308,48 @@ def test_run_dir_that_is_a_file_rejected(invoke, corpus, tiny, tmp_path, command
         f"Error: --run-dir {not_a_folder} is a file, not a folder"
     ]
     assert not_a_folder.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["runs"], ["generate"], ["train"], ["resume"], ["plot"], ["inspect"]],
+    ids=command_id,
+)
+def test_runs_entry_that_is_a_file_rejected(invoke, corpus, tiny, tmp_path, command):
+    home = tmp_path / "fh"
+    home.mkdir()
+    (home / "runs").write_text("x\n")
+    args = ["--corpus", corpus, *tiny] if command == ["train"] else []
+    result = invoke(*command, "--run-dir", home, *args)
+    assert result.exit_code == 1, result.output
+    assert error_lines(result.stderr) == [
+        f"Error: {home / 'runs'} is a file, not a folder"
+    ]
+    (hint,) = hint_lines(result.stderr)
+    assert "--run-dir" in hint
+    assert (home / "runs").read_text() == "x\n"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["generate", "RUN"],
+        ["resume", "RUN"],
+        ["inspect", "RUN"],
+        ["generate"],
+        ["inspect"],
+    ],
+    ids=command_id,
+)
+def test_latest_checkpoint_folder_rejected(invoke, charlstm_home, command):
+    run = charlstm_home / "runs" / "r"
+    (run / "latest.ckpt").mkdir(parents=True)
+    (run / "run.json").write_text("{}\n")
+    result = invoke(*[run if arg == "RUN" else arg for arg in command])
+    assert result.exit_code == 1, result.output
+    assert error_lines(result.stderr) == [f"Error: {run / 'latest.ckpt'} is not a file"]
+    assert len(hint_lines(result.stderr)) == 1
+    assert (run / "latest.ckpt").is_dir()
 
 
 def test_module_model_too_large_for_memory(run_module, corpus, charlstm_home):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import errno
 import hashlib
 import os
@@ -77,6 +78,51 @@ def test_read_binary_file_rejected(tmp_path):
     assert "offset 4" in info.value.message
 
 
+# Text with a UTF-16 or UTF-32 byte order mark, in both byte orders.
+WIDE_TEXTS = [
+    pytest.param(codecs.BOM_UTF16_LE + "to be\n".encode("utf-16-le"), "utf-16", id="16le"),
+    pytest.param(codecs.BOM_UTF16_BE + "to be\n".encode("utf-16-be"), "utf-16", id="16be"),
+    pytest.param(codecs.BOM_UTF32_LE + "to be\n".encode("utf-32-le"), "utf-32", id="32le"),
+    pytest.param(codecs.BOM_UTF32_BE + "to be\n".encode("utf-32-be"), "utf-32", id="32be"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("raw, family", WIDE_TEXTS)
+def test_read_byte_order_mark_names_encoding(tmp_path, raw, family):
+    path = write(tmp_path, raw)
+    with pytest.raises(UserError) as info:
+        read_corpus(path)
+    assert info.value.message == (
+        f"corpus file {path.resolve()} starts with a {family.upper()} byte order "
+        "mark, so it cannot be read as utf-8"
+    )
+    assert f"--encoding {family}," in info.value.hint
+    assert read_corpus(path, family).text == "to be\n"
+
+
+@pytest.mark.parametrize(
+    "raw, encoding, family",
+    [
+        ("to be\n".encode("utf-16"), "cp1252", "utf-16"),
+        (codecs.BOM_UTF16_LE + "to be\n".encode("utf-16-le"), "utf-16-be", "utf-16"),
+        ("to be\n".encode("utf-32"), "utf-16", "utf-32"),
+        ("to be\n".encode("utf-16"), "utf-32", "utf-16"),
+    ],
+    ids=["16-as-cp1252", "16le-as-16be", "32-as-16", "16-as-32"],
+)
+def test_read_byte_order_mark_other_encoding(tmp_path, raw, encoding, family):
+    with pytest.raises(UserError) as info:
+        read_corpus(write(tmp_path, raw), encoding)
+    assert info.value.message.endswith(f"cannot be read as {encoding}")
+    assert f"--encoding {family}," in info.value.hint
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le"])
+def test_read_byte_order_mark_matching_encoding(tmp_path, encoding):
+    path = write(tmp_path, codecs.BOM_UTF16_LE + "to be\n".encode("utf-16-le"))
+    assert read_corpus(path, encoding).text == "to be\n"
+
+
 def test_read_oversized_file_rejected_unread(tmp_path, monkeypatch):
     path = tmp_path / "huge.txt"
     with open(path, "wb") as sparse:
@@ -103,14 +149,21 @@ def test_endless_text_stream_stops_at_limit(monkeypatch):
     monkeypatch.setattr(data_module, "MAX_CORPUS_BYTES", 3 * 1024 * 1024)
     stream = _EndlessStream(b"hello\n" * 100_000)
     with pytest.raises(UserError, match="standard input is larger than the 3 MiB limit"):
-        data_module._read_limited(stream, "standard input", allow_nul=False)
+        data_module._read_limited(stream, "standard input", "utf-8")
     assert stream.reads <= 7
 
 
 def test_endless_binary_stream_stops_at_once():
     stream = _EndlessStream(b"\x00" * 4096)
     with pytest.raises(UserError, match="looks binary: it contains a NUL byte at offset 0"):
-        data_module._read_limited(stream, "standard input", allow_nul=False)
+        data_module._read_limited(stream, "standard input", "utf-8")
+    assert stream.reads == 1
+
+
+def test_utf16_stream_stops_at_once():
+    stream = _EndlessStream("to be\n".encode("utf-16"))
+    with pytest.raises(UserError, match="starts with a UTF-16 byte order mark"):
+        data_module._read_limited(stream, "standard input", "utf-8")
     assert stream.reads == 1
 
 

@@ -368,6 +368,29 @@ def test_inspect_plain_folder_is_not_called_a_run(tmp_path: Path):
     )
 
 
+def test_inspect_newest_run_by_default(tmp_path: Path, monkeypatch):
+    train_and_save(tmp_path / "runs" / "old", n_steps=4, steps_per_epoch=4)
+    train_and_save(tmp_path / "runs" / "new", n_steps=4, steps_per_epoch=4)
+    past = time.time() - 3600
+    for path in [tmp_path / "runs" / "old", *(tmp_path / "runs" / "old").iterdir()]:
+        os.utime(path, (past, past))
+    newest = tmp_path / "runs" / "new" / "latest.ckpt"
+    monkeypatch.setenv("CHARLSTM_HOME", str(tmp_path))
+    result = runner.invoke(app, ["inspect", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["path"] == str(newest)
+    assert result.stderr == f"Using {newest} (newest run)\n"
+    monkeypatch.setenv("CHARLSTM_HOME", str(tmp_path / "elsewhere"))
+    summary = json.loads(invoke("inspect", "--run-dir", str(tmp_path), "--json"))
+    assert summary["path"] == str(newest)
+
+
+def test_inspect_no_runs(tmp_path: Path):
+    error = invoke_error("inspect", "--run-dir", str(tmp_path))
+    assert error.message == f"no training runs found in {tmp_path / 'runs'}"
+    assert "charlstm train" in error.hint
+
+
 def test_inspect_help():
     output = invoke("inspect", "--help")
     assert "--json" in output
