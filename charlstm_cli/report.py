@@ -120,7 +120,7 @@ def _summary_and_problem(path: Path) -> tuple[dict[str, Any], CheckpointError | 
     raw = read_checkpoint_summary(path, verify=True)
     metadata = raw["metadata"]
     history = _list_of_dicts(metadata.get("history"))
-    problem = _check_metadata(path, metadata)
+    problem = _check_metadata(path, metadata, raw["tensors"])
     summary = {
         "usable": problem is None,
         "problem": None if problem is None else problem.message,
@@ -144,12 +144,19 @@ def _summary_and_problem(path: Path) -> tuple[dict[str, Any], CheckpointError | 
     return summary, problem
 
 
-def _check_metadata(path: Path, metadata: dict[str, Any]) -> CheckpointError | None:
-    """Return the error that generate and resume would raise for this metadata, or None."""
-    from .state import read_run_state
+def _check_metadata(
+    path: Path, metadata: dict[str, Any], tensors: dict[str, Any]
+) -> CheckpointError | None:
+    """Return the error that generate and resume would raise for this metadata, or None.
+
+    `tensors` is the tensor table of read_checkpoint_summary, with each shape.
+    """
+    from .state import check_parameter_count, read_run_state
 
     try:
-        read_run_state(path, metadata)
+        run = read_run_state(path, metadata)
+        shapes = {name: tuple(info["shape"]) for name, info in tensors.items()}
+        check_parameter_count(path, shapes, run.model)
     except CheckpointError as exc:
         return exc
     return None

@@ -507,14 +507,17 @@ def parameter_count(settings: ModelSettings) -> int:
     return total
 
 
-def _check_parameter_count(path: Path, tensors: dict[str, Tensor], model: ModelSettings) -> None:
+def check_parameter_count(
+    path: Path, shapes: dict[str, tuple[int, ...]], model: ModelSettings
+) -> None:
     """Raise CheckpointError when the model tensors do not fit the model settings.
 
-    This runs before the engine allocates a model, so an edited size fails
-    here instead of as an allocation that may not fit in memory.
+    `shapes` maps each tensor's name to its shape. This runs before the
+    engine allocates a model, so an edited size fails here instead of as an
+    allocation that may not fit in memory.
     """
     stored = sum(
-        math.prod(tensor.shape) for name, tensor in tensors.items() if name.startswith("model.")
+        math.prod(shape) for name, shape in shapes.items() if name.startswith("model.")
     )
     needed = parameter_count(model)
     if stored != needed:
@@ -531,7 +534,8 @@ def load(path: Path) -> tuple[dict[str, Tensor], RunState]:
     """Read a checkpoint and parse its metadata; raise CheckpointError on any fault."""
     tensors, metadata = load_checkpoint(path)
     run = read_run_state(path, metadata)
-    _check_parameter_count(path, tensors, run.model)
+    shapes = {name: tuple(tensor.shape) for name, tensor in tensors.items()}
+    check_parameter_count(path, shapes, run.model)
     return tensors, run
 
 

@@ -320,6 +320,19 @@ def test_inspect_edited_metadata(home: Path, tmp_path: Path):
     assert "Hint: " in result.stderr
 
 
+def test_inspect_edited_size(home: Path, tmp_path: Path):
+    # the settings no longer fit the stored tensors
+    tensors, metadata = load_checkpoint(home / "runs" / "alpha" / "latest.ckpt")
+    metadata["model"]["n_hidden"] += 1
+    edited = tmp_path / "edited.ckpt"
+    save_checkpoint(edited, tensors, metadata)
+    result = runner.invoke(app, ["inspect", str(edited), "--json"])
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert summary["usable"] is False
+    assert "model parameters, but its settings" in summary["problem"]
+
+
 def test_inspect_table_edited_metadata(home: Path, tmp_path: Path):
     tensors, metadata = load_checkpoint(home / "runs" / "alpha" / "latest.ckpt")
     del metadata["vocab"]
