@@ -18,7 +18,7 @@ from .data import (
     read_corpus,
     unknown_characters,
 )
-from .errors import UserError, file_write_error
+from .errors import UserError
 from .output import print_line, print_warning
 
 if TYPE_CHECKING:
@@ -112,7 +112,9 @@ def discard_newer_files(folder: Path, path: Path, run: RunState) -> None:
     try:
         if best_source is not None:
             paths.replace_file(best, lambda temp: shutil.copyfile(best_source, temp))
-        paths.replace_file(folder / paths.LATEST, lambda temp: shutil.copyfile(path, temp))
+        paths.replace_file(
+            folder / paths.LATEST, lambda temp: shutil.copyfile(path, temp)
+        )
     except BaseException:
         if best_source is not None:
             best.unlink(missing_ok=True)
@@ -143,7 +145,12 @@ def _stage_for_deletion(targets: list[Path]) -> list[tuple[Path, Path]]:
             target.rename(hidden)
         except OSError as exc:
             _unstage(staged)
-            raise file_write_error(target, exc, "delete") from None
+            # the folder passed check_writable, so the file itself is the problem
+            raise UserError(
+                f"cannot delete {target}: {exc.strerror or exc}",
+                hint=f"nothing in {target.parent} was changed; check why the file "
+                "cannot be deleted ('lsattr' shows an 'i' on an immutable file)",
+            ) from None
         staged.append((target, hidden))
     return staged
 

@@ -146,6 +146,7 @@ def test_resume_discard_newer_all_or_nothing(invoke, corpus, tiny, monkeypatch):
     )
     assert result.exit_code == 1, result.output
     assert f"Error: cannot delete {run / 'epoch-0003.ckpt'}" in result.stderr
+    assert f"Hint: nothing in {run} was changed" in result.stderr
     assert snapshot(run) == before
 
 
