@@ -142,6 +142,10 @@ def _describe_known_error(exc: BaseException) -> tuple[str, str | None, int] | N
     return None
 
 
+# Set once a command's own code runs, which then reports Ctrl-C itself.
+_command_started = False
+
+
 def reports_errors(command):
     """Print known errors as 'Error: ...' and 'Hint: ...' lines and exit non-zero.
 
@@ -151,6 +155,8 @@ def reports_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        global _command_started
+        _command_started = True
         try:
             return command(*args, **kwargs)
         except KeyboardInterrupt:
@@ -209,6 +215,36 @@ def _silence_stdout() -> None:
 
 # ----------------------------------------------------------------------------
 # shared options
+
+
+def _float_option(help: str, show_default: bool = True, **bounds: Any) -> Any:
+    """Return a Typer option for a float within `bounds` (see _in_range).
+
+    The help ends with the range in the notation Typer uses for integer
+    options, such as [0<=x<=0.5], because Typer cannot show the range of an
+    option that has its own parser.
+    """
+    return typer.Option(
+        metavar="<float>",
+        parser=_in_range(**bounds),
+        help=f"{help} {_range_text(**bounds)}",
+        show_default=show_default,
+    )
+
+
+def _range_text(
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> str:
+    """Return a range as Typer writes one for integers, such as [0<x] or [0<=x<1]."""
+    text = "x"
+    if low is not None:
+        text = f"{low:g}{'<' if low_open else '<='}{text}"
+    if high is not None:
+        text = f"{text}{'<' if high_open else '<='}{high:g}"
+    return f"[{text}]"
 
 
 def _in_range(
@@ -318,10 +354,10 @@ MaxSteps = Annotated[
 ]
 LearningRate = Annotated[
     float,
-    typer.Option(
-        metavar="<float>",
-        parser=_in_range(low=0.0, low_open=True),
-        help="Initial learning rate.",
+    _float_option(
+        "Initial learning rate.",
+        low=0.0,
+        low_open=True,
     ),
 ]
 
@@ -420,42 +456,41 @@ def train(
     ] = OptimizerName.ADAM,
     momentum: Annotated[
         float,
-        typer.Option(
-            metavar="<float>",
-            parser=_in_range(low=0.0, high=1.0, high_open=True),
-            help="SGD momentum.",
+        _float_option(
+            "SGD momentum.",
+            low=0.0,
+            high=1.0,
+            high_open=True,
         ),
     ] = 0.9,
     weight_decay: Annotated[
         float,
-        typer.Option(
-            metavar="<float>",
-            parser=_in_range(low=0.0),
-            help="Weight decay (decoupled for Adam).",
+        _float_option(
+            "Weight decay (decoupled for Adam).",
+            low=0.0,
         ),
     ] = 0.0,
     clip: Annotated[
         float,
-        typer.Option(
-            metavar="<float>",
-            parser=_in_range(low=0.0),
-            help="Clip the global gradient norm to this; 0 disables.",
+        _float_option(
+            "Clip the global gradient norm to this; 0 disables.",
+            low=0.0,
         ),
     ] = 5.0,
     clip_value: Annotated[
         float,
-        typer.Option(
-            metavar="<float>",
-            parser=_in_range(low=0.0),
-            help="Clip each gradient element to ±this; 0 disables.",
+        _float_option(
+            "Clip each gradient element to ±this; 0 disables.",
+            low=0.0,
         ),
     ] = 0.0,
     dropout: Annotated[
         float,
-        typer.Option(
-            metavar="<float>",
-            parser=_in_range(low=0.0, high=1.0, high_open=True),
-            help="Dropout probability on each layer's output.",
+        _float_option(
+            "Dropout probability on each layer's output.",
+            low=0.0,
+            high=1.0,
+            high_open=True,
         ),
     ] = 0.0,
     lr_schedule: Annotated[
@@ -472,18 +507,19 @@ def train(
     ] = 1,
     lr_decay_factor: Annotated[
         float,
-        typer.Option(
-            metavar="<float>",
-            parser=_in_range(low=0.0, high=1.0, low_open=True),
-            help="Factor applied at each step-schedule decay.",
+        _float_option(
+            "Factor applied at each step-schedule decay.",
+            low=0.0,
+            high=1.0,
+            low_open=True,
         ),
     ] = 0.5,
     val_fraction: Annotated[
         float,
-        typer.Option(
-            metavar="<float>",
-            parser=_in_range(low=0.0, high=0.5),
-            help="Fraction at the end of the corpus held out for validation; 0 disables.",
+        _float_option(
+            "Fraction at the end of the corpus held out for validation; 0 disables.",
+            low=0.0,
+            high=0.5,
         ),
     ] = 0.1,
     rng_seed: Annotated[
@@ -846,11 +882,10 @@ def generate(
     ] = 500,
     temperature: Annotated[
         float,
-        typer.Option(
-            metavar="<float>",
-            parser=_in_range(low=0.0),
-            help="Softmax temperature; lower is more conservative, 0 always takes the "
+        _float_option(
+            "Softmax temperature; lower is more conservative, 0 always takes the "
             "most likely character.",
+            low=0.0,
         ),
     ] = 0.8,
     top_k: Annotated[
@@ -863,11 +898,12 @@ def generate(
     ] = 0,
     top_p: Annotated[
         float,
-        typer.Option(
-            metavar="<float>",
-            parser=_in_range(low=0.0, high=1.0, low_open=True),
-            help="Sample from the smallest set of characters whose probability reaches p; "
+        _float_option(
+            "Sample from the smallest set of characters whose probability reaches p; "
             "1 disables.",
+            low=0.0,
+            high=1.0,
+            low_open=True,
         ),
     ] = 1.0,
     rng_seed: Annotated[
@@ -888,6 +924,7 @@ def generate(
     drop_unknown: Annotated[
         bool,
         typer.Option(
+            "--drop-unknown",
             metavar=FLAG,
             help="Drop seed characters the model does not know instead of failing.",
         ),
@@ -1008,7 +1045,9 @@ def resume(
     allow_new_corpus: Annotated[
         bool,
         typer.Option(
-            metavar=FLAG, help="Continue on a corpus whose size or SHA-256 changed."
+            "--allow-new-corpus",
+            metavar=FLAG,
+            help="Continue on a corpus whose size or SHA-256 changed.",
         ),
     ] = False,
     epochs: Annotated[
@@ -1020,10 +1059,10 @@ def resume(
     max_steps: MaxSteps = None,
     lr: Annotated[
         Optional[float],
-        typer.Option(
-            metavar="<float>",
-            parser=_in_range(low=0.0, low_open=True),
-            help="New initial learning rate (the schedule applies on top).",
+        _float_option(
+            "New initial learning rate (the schedule applies on top).",
+            low=0.0,
+            low_open=True,
             show_default=False,
         ),
     ] = None,
@@ -1043,6 +1082,7 @@ def resume(
     discard_newer: Annotated[
         bool,
         typer.Option(
+            "--discard-newer",
             metavar=FLAG,
             help="Resume from a checkpoint older than the run's latest.ckpt, deleting "
             "the later epoch checkpoints, best.ckpt if later, and their metrics.",
@@ -1119,6 +1159,8 @@ def main() -> None:
     Failed writes to stdout that escape the commands (help, --version) are
     reported here, and so are those of the final flush at exit.
     """
+    global _command_started
+    _command_started = False
     guard_stdout()
     code: int | str | None = 0
     try:
@@ -1128,6 +1170,9 @@ def main() -> None:
         if code == 1 and stdout_pipe_closed():
             # Click and Rich end help and other output to a closed pipe with exit 1
             code = _closed_stdout()
+        if code == 130 and not _command_started:
+            # Typer turns Ctrl-C while it parses the options into a silent exit 130
+            print_line("Interrupted.", style="yellow")
     except StdoutError as exc:
         code = _failed_stdout(exc)
     except KeyboardInterrupt:

@@ -1157,6 +1157,24 @@ def test_interrupt_while_importing(monkeypatch, capsys):
     assert capsys.readouterr().err == "Interrupted.\n"
 
 
+def test_interrupt_inside_typer_parsing(monkeypatch, capsys):
+    import typer.core
+
+    from charlstm_cli import cli
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    # Typer catches Ctrl-C in its own parsing and exits 130 without a word
+    monkeypatch.setattr(typer.core.TyperGroup, "make_context", interrupted)
+    monkeypatch.setattr(cli, "guard_stdout", lambda: None)
+    monkeypatch.setattr(sys, "argv", ["charlstm", "runs"])
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err == "Interrupted.\n"
+
+
 def test_interrupt_while_parsing_options(monkeypatch, capsys):
     from charlstm_cli import cli
 
