@@ -171,10 +171,32 @@ def _check_text_start(head: bytes, source: str, codec: str) -> None:
         return
     nul = head.find(b"\x00", 0, _BINARY_PROBE)
     if nul >= 0:
+        wide = _utf16_without_mark(head[:_BINARY_PROBE])
+        if wide is not None:
+            raise UserError(
+                f"{source} has a NUL byte in every other position, as {wide.upper()} "
+                f"text without a byte order mark has, so it cannot be read as {codec}",
+                hint=f"pass --encoding {wide} if it is text",
+            )
         raise UserError(
             f"{source} looks binary: it contains a NUL byte at offset {nul}",
             hint="train on a plain text file",
         )
+
+
+def _utf16_without_mark(sample: bytes) -> str | None:
+    """Return 'utf-16-le' or 'utf-16-be' when `sample` looks like mostly-Latin UTF-16.
+
+    Such text has a NUL as the high byte of nearly every character, and none
+    in the other half. An estimate: binary data can look like this too.
+    """
+    even, odd = sample[0::2], sample[1::2]
+    if len(odd) < 8:
+        return None
+    for codec, zeros, other in (("utf-16-le", odd, even), ("utf-16-be", even, odd)):
+        if zeros.count(0) >= 0.9 * len(zeros) and other.count(0) == 0:
+            return codec
+    return None
 
 
 def _read_limited(stream, label: str, codec: str) -> bytes:

@@ -87,6 +87,27 @@ WIDE_TEXTS = [
 ]  # fmt: skip
 
 
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_read_utf16_without_mark_names_encoding(tmp_path, codec):
+    path = write(tmp_path, "to be, or not to be\n".encode(codec))
+    with pytest.raises(UserError) as info:
+        read_corpus(path)
+    assert info.value.message == (
+        f"corpus file {path.resolve()} has a NUL byte in every other position, as "
+        f"{codec.upper()} text without a byte order mark has, so it cannot be read "
+        "as utf-8"
+    )
+    assert info.value.hint == f"pass --encoding {codec} if it is text"
+    assert read_corpus(path, codec).text == "to be, or not to be\n"
+
+
+def test_read_binary_with_nul_bytes_stays_binary(tmp_path):
+    path = write(tmp_path, bytes(range(256)) * 4)
+    with pytest.raises(UserError) as info:
+        read_corpus(path)
+    assert "looks binary" in info.value.message
+
+
 @pytest.mark.parametrize("raw, family", WIDE_TEXTS)
 def test_read_byte_order_mark_names_encoding(tmp_path, raw, family):
     path = write(tmp_path, raw)
