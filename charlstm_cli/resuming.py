@@ -87,7 +87,9 @@ def discard_newer_files(folder: Path, path: Path, run: RunState) -> None:
 
     All or nothing: the files to delete or replace are first renamed to hidden
     names, and if a rename or a write fails, they are renamed back and the
-    folder is as it was. Only then are the hidden copies deleted.
+    folder is as it was. Only then are the hidden copies deleted. metrics.jsonl
+    and run.json, which resume rewrites afterwards, are renamed and renamed
+    back first, to check that they can be replaced.
     """
     from .checkpoint import EPOCH_CHECKPOINT_PATTERN, epoch_checkpoint_path
 
@@ -108,6 +110,11 @@ def discard_newer_files(folder: Path, path: Path, run: RunState) -> None:
             candidate = epoch_checkpoint_path(folder, run.best_epoch)
             if candidate.is_file() and candidate not in doomed:
                 best_source = candidate
+    # resume rewrites these next, so a file that cannot be replaced must stop
+    # it before anything is deleted
+    for kept in (folder / paths.METRICS, folder / paths.RUN_INFO):
+        if kept.exists():
+            _unstage(_stage_for_deletion([kept]))
     staged = _stage_for_deletion(doomed)
     try:
         if best_source is not None:
@@ -147,9 +154,9 @@ def _stage_for_deletion(targets: list[Path]) -> list[tuple[Path, Path]]:
             _unstage(staged)
             # the folder passed check_writable, so the file itself is the problem
             raise UserError(
-                f"cannot delete {target}: {exc.strerror or exc}",
+                f"cannot delete or replace {target}: {exc.strerror or exc}",
                 hint=f"nothing in {target.parent} was changed; check why the file "
-                "cannot be deleted ('lsattr' shows an 'i' on an immutable file)",
+                "cannot be renamed ('lsattr' shows an 'i' on an immutable file)",
             ) from None
         staged.append((target, hidden))
     return staged

@@ -127,25 +127,26 @@ def test_resume_discard_newer_cleans_folder(invoke, corpus, tiny):
     assert max(json.loads(line)["step"] for line in lines) == 50
 
 
-def test_resume_discard_newer_all_or_nothing(invoke, corpus, tiny, monkeypatch):
+@pytest.mark.parametrize("fixed", ["epoch-0003.ckpt", "metrics.jsonl", "run.json"])
+def test_resume_discard_newer_all_or_nothing(invoke, corpus, tiny, monkeypatch, fixed):
     run = train_run(
         invoke, corpus, tiny, "rewind", "--epochs", "3", "--keep-epochs", "3"
     )
     before = snapshot(run)
     rename = Path.rename
 
-    def refuse_last_epoch(self: Path, target):
+    def refuse_fixed(self: Path, target):
         # as for a file marked immutable (chattr +i)
-        if self.name == "epoch-0003.ckpt":
+        if self.name == fixed:
             raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), str(self))
         return rename(self, target)
 
-    monkeypatch.setattr(Path, "rename", refuse_last_epoch)
+    monkeypatch.setattr(Path, "rename", refuse_fixed)
     result = invoke(
         "resume", run / "epoch-0001.ckpt", "--max-steps", "50", "--discard-newer"
     )
     assert result.exit_code == 1, result.output
-    assert f"Error: cannot delete {run / 'epoch-0003.ckpt'}" in result.stderr
+    assert f"Error: cannot delete or replace {run / fixed}" in result.stderr
     assert f"Hint: nothing in {run} was changed" in result.stderr
     assert snapshot(run) == before
 
