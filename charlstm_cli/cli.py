@@ -580,16 +580,17 @@ def train(
     _set_threads(threads)
     model, trainer = _build_engine(run)
     folder = paths.create_run_folder(home, name)
-    with paths.locked_run_folder(folder):
-        try:
+    try:
+        with paths.locked_run_folder(folder):
             _write_run_info(folder, "train", run, threads)
             _run_training(
                 folder, model, trainer, run, text_corpus.text, json_summary, threads
             )
-        except UserError:
-            # a write failed, and a run folder without a checkpoint cannot be resumed
-            _remove_run_without_checkpoint(folder)
-            raise
+    except (UserError, KeyboardInterrupt):
+        # A write failed, or Ctrl-C came before training set up its own handling.
+        # A run folder without a checkpoint cannot be resumed.
+        _remove_run_without_checkpoint(folder)
+        raise
 
 
 def _new_run_state(corpus, encoding: str, options: dict[str, Any]) -> RunState:

@@ -1140,6 +1140,21 @@ def test_module_help_into_closed_pipe(run_module, command):
     assert stderr == ""
 
 
+def test_interrupt_before_training_removes_run(invoke, corpus, tiny, run_folders, monkeypatch):
+    from charlstm_cli import cli
+
+    def interrupted(*args, **kwargs) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C after the run folder exists but before training handles signals
+    monkeypatch.setattr(cli, "_write_run_info", interrupted)
+    result = invoke("train", "--corpus", corpus, *tiny)
+    assert result.exit_code == 130, result.output
+    assert "Removed " in result.stderr
+    assert "Interrupted." in result.stderr
+    assert run_folders() == []
+
+
 def test_interrupt_while_importing(monkeypatch, capsys):
     from charlstm_cli import launch
 
