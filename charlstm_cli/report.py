@@ -333,7 +333,10 @@ def _file_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ("format", f"{summary['format']} version {summary['format_version']}"),
         ("written by", f"charlstm {_text(summary['charlstm_version'])}"),
         ("saved at", _text(summary["saved_at"])),
-        ("checksum", f"SHA-256 {summary['checksum_sha256'][:16]}… verified"),
+        (
+            "checksum",
+            f"SHA-256 {summary['checksum_sha256'][:16]}… of the tensors, verified",
+        ),
         ("usable", "yes" if summary["usable"] else "no: invalid metadata (below)"),
     ]
 

@@ -309,7 +309,13 @@ def _check_progress_extras(path: Path, progress: Progress, batch_size: int) -> N
 
 def _check_vocab(path: Path, vocab: list[Any], n_vocab: int) -> None:
     if len(vocab) != n_vocab:
-        raise _invalid(path, "vocab", f"{len(vocab)} entries", f"{n_vocab} entries")
+        # either field may be the edited one, so the message names both
+        raise CheckpointError(
+            path,
+            f"checkpoint {path} lists {len(vocab)} vocab entries, but its "
+            f"model.n_vocab is {n_vocab}",
+            "the file was edited or damaged; use another checkpoint from the run folder",
+        )
     for index, char in enumerate(vocab):
         if not isinstance(char, str) or len(char) != 1:
             raise _invalid(path, f"vocab[{index}]", char, "one character")

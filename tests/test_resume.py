@@ -431,6 +431,19 @@ def test_edited_size_rejected_before_allocating(invoke, finished_run, key, value
         assert "Hint: the file was edited or damaged" in result.stderr
 
 
+def test_edited_vocabulary_size_names_both_fields(invoke, finished_run):
+    checkpoint = finished_run / "latest.ckpt"
+    _, metadata = load_checkpoint(checkpoint)
+    n_vocab = metadata["model"]["n_vocab"]
+    rewrite_metadata(checkpoint, "model", "n_vocab", n_vocab + 1)
+    result = invoke("generate", checkpoint)
+    assert result.exit_code == 1, result.output
+    assert (
+        f"lists {n_vocab} vocab entries, but its model.n_vocab is {n_vocab + 1}"
+        in result.stderr
+    )
+
+
 def test_resume_duplicate_vocab_rejected(invoke, finished_run):
     checkpoint = finished_run / "latest.ckpt"
     _, metadata = load_checkpoint(checkpoint)
