@@ -107,13 +107,29 @@ def report_click_error(exc: Exception, argv: list[str], commands: set[str]) -> i
     command = ctx.command_path if ctx is not None else "charlstm"
     is_group = ctx is None or hasattr(getattr(ctx, "command", None), "commands")
     named = next((token for token in argv if token in commands), None)
+    listing = "commands" if is_group else _options_listing(ctx.command)
     if is_group and named is not None:
         # an error while parsing a command's options can come without its context
-        command, is_group = f"{command.split()[0]} {named}", False
-    listing = "commands" if is_group else "options and their ranges"
+        command, listing = f"{command.split()[0]} {named}", "options and their ranges"
     hint = getattr(exc, "hint", None) or f"run '{command} --help' to see the {listing}"
     print_error(message, hint)
     return exc.exit_code
+
+
+def _options_listing(command: Any) -> str:
+    """Return what a command's --help lists: its options, and their ranges if any have one.
+
+    Typer keeps an integer option's range as `min` and `max` on the option. A
+    float option with a range has its own parser and the metavar <float>.
+    """
+    params = getattr(command, "params", [])
+    ranged = any(
+        getattr(param, "min", None) is not None
+        or getattr(param, "max", None) is not None
+        or getattr(param, "metavar", None) == "<float>"
+        for param in params
+    )
+    return "options and their ranges" if ranged else "options"
 
 
 def _typed_value(param: Any, argv: list[str]) -> str | None:

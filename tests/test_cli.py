@@ -1304,6 +1304,12 @@ def test_module_resume_metrics_too_large(run_module, corpus, tiny):
             "Error: No such command 'no-such-command'",
             "Hint: run 'charlstm --help' to see the commands",
         ),
+        (
+            # runs has no option with a range
+            ["runs", "--bogus"],
+            "Error: No such option: --bogus",
+            "Hint: run 'charlstm runs --help' to see the options\n",
+        ),
     ],
 )
 def test_usage_errors_are_error_and_hint_lines(run_module, args, error, hint):
@@ -1312,7 +1318,7 @@ def test_usage_errors_are_error_and_hint_lines(run_module, args, error, hint):
     lines = result.stderr.splitlines()
     assert len(lines) == 2, result.stderr
     assert error in lines[0]
-    assert lines[1].startswith(hint)
+    assert (lines[1] + "\n").startswith(hint)
     assert result.stdout == ""
 
 
