@@ -482,6 +482,47 @@ def print_training_table(report: dict) -> None:
         f"MiB: peak RSS minus an idle interpreter with the framework imported ({idle} MiB)"
     )
     print()
+    print_round_spread(report)
+
+
+def print_round_spread(report: dict) -> None:
+    """Print the lowest and highest round of every config, next to the best above.
+
+    On a shared machine the rounds of one run differ by several percent, so a
+    target near a threshold needs this spread beside the best round.
+    """
+    if report["rounds"] < 2:
+        return
+    threads = report["machine"]["threads"]
+    peak = report["peak_gflops"][threads]
+    key_t = str(threads)
+    print(
+        f"training, {threads} threads, lowest to highest of {report['rounds']} rounds"
+    )
+    header = ["config", "charlstm ch/s", "of peak", "ratio, round by round"]
+    rows = []
+    for key, entry in report["training"].items():
+        rates = entry["charlstm"][key_t]["rounds"]
+        theirs = entry.get("torch", {}).get(key_t)
+        flops = train_flops_per_char(
+            entry["config"]["n_layers"], entry["config"]["n_hidden"], VOCAB
+        )
+        shares = [100 * rate * flops * 1e-9 / peak for rate in rates] if peak else []
+        ratios = (
+            [ours / other for ours, other in zip(rates, theirs["rounds"])]
+            if theirs
+            else []
+        )
+        rows.append(
+            [
+                key,
+                f"{min(rates):,.0f} to {max(rates):,.0f}",
+                f"{min(shares):.0f} to {max(shares):.0f}%" if shares else "-",
+                f"{min(ratios):.2f} to {max(ratios):.2f}" if ratios else "-",
+            ]
+        )
+    print_table(header, rows)
+    print()
 
 
 def print_scaling_table(report: dict) -> None:

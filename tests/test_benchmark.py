@@ -29,6 +29,14 @@ def test_bench_tiny_prints_tables():
         assert any(line.startswith(f"{config} ") for line in done.stdout.splitlines())
 
 
+def test_bench_tiny_prints_round_spread():
+    done = run_bench("--no-torch", "--configs", "c", "--rounds", "2")
+    assert done.returncode == 0, done.stderr
+    block = done.stdout.split("lowest to highest of 2 rounds", 1)[1].split("\n\n")[0]
+    (line,) = [row for row in block.splitlines() if row.startswith("c ")]
+    assert " to " in line
+
+
 def test_bench_tiny_json():
     done = run_bench("--no-torch", "--configs", "b", "--threads", "1", "--json")
     assert done.returncode == 0, done.stderr
