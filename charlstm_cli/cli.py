@@ -49,6 +49,7 @@ from .output import (
     stdout_pipe_closed,
     write_stdout,
 )
+from .state import MAX_LAYERS
 from .usage import PlainErrorsGroup, parse_path
 
 if TYPE_CHECKING:
@@ -77,7 +78,6 @@ FEED_CHUNK = 128
 # Upper bounds of the integer options, shown in --help. Sizes stay far below
 # the C engine's int32 fields, and seeds fill its uint64 RNG seed.
 MAX_SIZE = 65536  # --hidden-size, --batch-size, --seq-len
-MAX_LAYERS = 8
 MAX_SEED = 2**64 - 1
 MAX_EPOCHS = 1_000_000  # also --lr-decay-every and --keep-epochs
 MAX_STEPS = 10**12  # also --log-every
@@ -217,7 +217,7 @@ def _silence_stdout() -> None:
 # shared options
 
 
-def _float_option(help: str, show_default: bool = True, **bounds: Any) -> Any:
+def _float_option(description: str, show_default: bool = True, **bounds: Any) -> Any:
     """Return a Typer option for a float within `bounds` (see _in_range).
 
     The help ends with the range in the notation Typer uses for integer
@@ -227,7 +227,7 @@ def _float_option(help: str, show_default: bool = True, **bounds: Any) -> Any:
     return typer.Option(
         metavar="<float>",
         parser=_in_range(**bounds),
-        help=f"{help} {_range_text(**bounds)}",
+        help=f"{description} {_range_text(**bounds)}",
         show_default=show_default,
     )
 

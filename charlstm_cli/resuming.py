@@ -94,7 +94,7 @@ def discard_newer_files(folder: Path, path: Path, run: RunState) -> None:
     from .checkpoint import EPOCH_CHECKPOINT_PATTERN, epoch_checkpoint_path
 
     progress = run.progress
-    doomed = [
+    to_delete = [
         entry
         for entry in sorted(folder.iterdir())
         if (match := EPOCH_CHECKPOINT_PATTERN.match(entry.name))
@@ -104,18 +104,16 @@ def discard_newer_files(folder: Path, path: Path, run: RunState) -> None:
     best_step = _checkpoint_step(best) if best.is_file() else None
     best_source = None
     if best_step is not None and best_step > progress.step:
-        doomed.append(best)
+        to_delete.append(best)
         # best.ckpt is the same state as the epoch checkpoint of the best epoch
         if run.best_epoch is not None:
             candidate = epoch_checkpoint_path(folder, run.best_epoch)
-            if candidate.is_file() and candidate not in doomed:
+            if candidate.is_file() and candidate not in to_delete:
                 best_source = candidate
-    # resume rewrites these next, so a file that cannot be replaced must stop
-    # it before anything is deleted
-    for kept in (folder / paths.METRICS, folder / paths.RUN_INFO):
-        if kept.exists():
-            _unstage(_stage_for_deletion([kept]))
-    staged = _stage_for_deletion(doomed)
+    # resume rewrites these next, so one that cannot be replaced must stop it
+    # before anything is deleted
+    _check_replaceable([folder / paths.METRICS, folder / paths.RUN_INFO])
+    staged = _stage_for_deletion(to_delete)
     try:
         if best_source is not None:
             paths.replace_file(best, lambda temp: shutil.copyfile(best_source, temp))
@@ -160,6 +158,14 @@ def _stage_for_deletion(targets: list[Path]) -> list[tuple[Path, Path]]:
             ) from None
         staged.append((target, hidden))
     return staged
+
+
+def _check_replaceable(targets: list[Path]) -> None:
+    """Raise UserError, as _stage_for_deletion does, if an existing target cannot be renamed.
+
+    Each target is renamed to its hidden name and straight back.
+    """
+    _unstage(_stage_for_deletion([target for target in targets if target.exists()]))
 
 
 def _unstage(staged: list[tuple[Path, Path]]) -> None:

@@ -135,13 +135,13 @@ def test_resume_discard_newer_all_or_nothing(invoke, corpus, tiny, monkeypatch, 
     before = snapshot(run)
     rename = Path.rename
 
-    def refuse_fixed(self: Path, target):
+    def rename_unless_fixed(self: Path, target):
         # as for a file marked immutable (chattr +i)
         if self.name == fixed:
             raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), str(self))
         return rename(self, target)
 
-    monkeypatch.setattr(Path, "rename", refuse_fixed)
+    monkeypatch.setattr(Path, "rename", rename_unless_fixed)
     result = invoke(
         "resume", run / "epoch-0001.ckpt", "--max-steps", "50", "--discard-newer"
     )
